@@ -1,0 +1,517 @@
+//! Members as local child processes, one loopback address per slot.
+
+use super::cleanup;
+use super::{Backend, BackendError, SlotState};
+use crate::deployer::{ExitInfo, Phase, Spec};
+use crate::engine::etcd::{LogFact, parse_log_line};
+use crate::trace::{EventKind, FaultKind, Recorder, SlotInfo};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::net::TcpListener;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+pub const PEER_PORT: u16 = 2380;
+pub const CLIENT_PORT: u16 = 2379;
+
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// A process that ran this long resets its backoff, as the kubelet does.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Loopback addresses for one run: `127.a.b.1` for services the deployer
+/// runs and `127.a.b.(10+ordinal)` for members.
+#[derive(Debug, Clone)]
+pub struct AddressPlan {
+    pub prefix: String,
+}
+
+impl AddressPlan {
+    pub fn member_ip(&self, ordinal: u32) -> String {
+        format!("{}.{}", self.prefix, 10 + ordinal)
+    }
+    pub fn service_ip(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    /// Picks a random `127.a.b.0/24` whose ports are free; the probe makes a
+    /// collision with a concurrent run unlikely, not impossible.
+    pub fn allocate(members: u32, seed: u64) -> Result<Self, BackendError> {
+        let mut x = seed;
+        for _ in 0..64 {
+            x = crate::util::splitmix64(x);
+            let a = 20 + (x % 230) as u8;
+            let b = 1 + ((x >> 8) % 254) as u8;
+            let plan = AddressPlan {
+                prefix: format!("127.{a}.{b}"),
+            };
+            let mut addrs = vec![format!("{}:10261", plan.service_ip())];
+            for ord in 0..members {
+                let ip = plan.member_ip(ord);
+                addrs.push(format!("{ip}:{PEER_PORT}"));
+                addrs.push(format!("{ip}:{CLIENT_PORT}"));
+            }
+            if addrs.iter().all(|a| TcpListener::bind(a.as_str()).is_ok()) {
+                return Ok(plan);
+            }
+        }
+        Err(BackendError::NoAddresses(members))
+    }
+}
+
+struct Slot {
+    state: SlotState,
+    pgid: Option<i32>,
+    exit: Option<watch::Receiver<Option<ExitInfo>>>,
+    started_at: Instant,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+}
+
+pub struct ProcessBackend {
+    recorder: Recorder,
+    logs_dir: PathBuf,
+    slots: Vec<Slot>,
+}
+
+fn dir_has_data(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+impl ProcessBackend {
+    /// `data_root` holds one data directory per slot; `logs_dir` one log
+    /// file per slot.
+    pub fn new(
+        recorder: Recorder,
+        slots: Vec<SlotInfo>,
+        data_root: &Path,
+        logs_dir: &Path,
+    ) -> Result<Self, BackendError> {
+        std::fs::create_dir_all(logs_dir).map_err(|source| BackendError::Io {
+            what: "creating",
+            path: logs_dir.to_path_buf(),
+            source,
+        })?;
+        let slots = slots
+            .into_iter()
+            .map(|info| {
+                let data_dir = data_root.join(&info.name);
+                Slot {
+                    state: SlotState {
+                        info,
+                        data_dir,
+                        phase: Phase::Empty,
+                        has_data: false,
+                        restarts: 0,
+                        last_exit: None,
+                        spec: None,
+                        incarnation: 0,
+                    },
+                    pgid: None,
+                    exit: None,
+                    started_at: Instant::now(),
+                    restart_at: None,
+                    backoff: BACKOFF_START,
+                }
+            })
+            .collect();
+        Ok(ProcessBackend {
+            recorder,
+            logs_dir: logs_dir.to_path_buf(),
+            slots,
+        })
+    }
+
+    fn index(&self, name: &str) -> Result<usize, BackendError> {
+        self.slots
+            .iter()
+            .position(|s| s.state.info.name == name)
+            .ok_or_else(|| BackendError::UnknownSlot(name.to_string()))
+    }
+
+    fn spawn(&mut self, idx: usize) -> Result<(), BackendError> {
+        let recorder = self.recorder.clone();
+        let log_path = self
+            .logs_dir
+            .join(format!("{}.log", self.slots[idx].state.info.name));
+        let slot = &mut self.slots[idx];
+        let Some(spec) = slot.state.spec.clone() else {
+            return Ok(());
+        };
+        let name = slot.state.info.name.clone();
+        if let Some(parent) = slot.state.data_dir.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let had_data = dir_has_data(&slot.state.data_dir);
+        let mut cmd = tokio::process::Command::new(&spec.command);
+        cmd.args(&spec.args)
+            // Members get a clean environment, as in a container; etcd would
+            // otherwise read any ETCD_* variable of ours.
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Die with the harness even if it is killed with SIGKILL.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| BackendError::Spawn {
+            slot: name.clone(),
+            command: spec.command.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let pgid = pid as i32;
+        cleanup::register_group(pgid);
+        slot.pgid = Some(pgid);
+        slot.state.incarnation += 1;
+        slot.state.phase = Phase::Running;
+        slot.started_at = Instant::now();
+        slot.restart_at = None;
+        recorder.record(EventKind::ProcessStarted {
+            slot: name.clone(),
+            pid,
+            command: spec.command.clone(),
+            args: spec.args.clone(),
+            had_data,
+        });
+        let (tx, rx) = watch::channel(None);
+        slot.exit = Some(rx);
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let incarnation = slot.state.incarnation;
+        tokio::spawn(async move {
+            let file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .await
+                .ok();
+            let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let readers: Vec<_> = [
+                stdout.map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+                stderr.map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|stream| {
+                let line_tx = line_tx.clone();
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(stream).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line_tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+            drop(line_tx);
+            let mut file = file;
+            if let Some(f) = file.as_mut() {
+                let header = format!("=== raftcert: {name} incarnation {incarnation} pid {pid}\n");
+                let _ = f.write_all(header.as_bytes()).await;
+            }
+            // Lines are parsed and logged until every writer closed its end.
+            while let Some(line) = line_rx.recv().await {
+                if let Some(f) = file.as_mut() {
+                    let _ = f.write_all(line.as_bytes()).await;
+                    let _ = f.write_all(b"\n").await;
+                }
+                if let Some(fact) = parse_log_line(&line) {
+                    record_fact(&recorder, &name, fact);
+                }
+            }
+            for reader in readers {
+                let _ = reader.await;
+            }
+            let status = child.wait().await.ok();
+            let info = ExitInfo {
+                code: status.and_then(|s| s.code()),
+                signal: status.and_then(|s| s.signal()),
+            };
+            cleanup::unregister_group(pgid);
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush().await;
+            }
+            recorder.record(EventKind::ProcessExited {
+                slot: name.clone(),
+                code: info.code,
+                signal: info.signal,
+            });
+            let _ = tx.send(Some(info));
+        });
+        Ok(())
+    }
+
+    fn signal(&self, idx: usize, signal: Signal) {
+        if let Some(pgid) = self.slots[idx].pgid {
+            let _ = killpg(Pid::from_raw(pgid), signal);
+        }
+    }
+
+    /// Waits until the current process of the slot has exited.
+    async fn wait_exit(&mut self, idx: usize, timeout: Duration) -> bool {
+        let Some(mut rx) = self.slots[idx].exit.clone() else {
+            return true;
+        };
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|v| v.is_some())).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
+    /// Kills the process (SIGKILL, or SIGTERM first when graceful) and
+    /// waits for it to be gone.
+    async fn terminate(&mut self, idx: usize, graceful: bool) {
+        if self.slots[idx].pgid.is_none() {
+            return;
+        }
+        // A frozen process cannot handle SIGTERM.
+        self.signal(idx, Signal::SIGCONT);
+        if graceful {
+            self.signal(idx, Signal::SIGTERM);
+            if self.wait_exit(idx, GRACEFUL_TIMEOUT).await {
+                self.collect_exit(idx);
+                return;
+            }
+        }
+        self.signal(idx, Signal::SIGKILL);
+        self.wait_exit(idx, GRACEFUL_TIMEOUT).await;
+        self.collect_exit(idx);
+    }
+
+    /// Moves a finished process's exit into the slot state.
+    fn collect_exit(&mut self, idx: usize) -> bool {
+        let slot = &mut self.slots[idx];
+        let exited = slot.exit.as_ref().and_then(|rx| rx.borrow().clone());
+        match exited {
+            Some(info) => {
+                slot.state.last_exit = Some(info);
+                slot.exit = None;
+                slot.pgid = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn empty_slot(&mut self, idx: usize) {
+        let slot = &mut self.slots[idx];
+        slot.state.phase = Phase::Empty;
+        slot.restart_at = None;
+        let name = slot.state.info.name.clone();
+        self.recorder.record(EventKind::SlotDeleted { slot: name });
+    }
+
+    fn wipe_dir(&mut self, idx: usize) -> Result<(), BackendError> {
+        let dir = self.slots[idx].state.data_dir.clone();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(BackendError::Io {
+                    what: "wiping",
+                    path: dir,
+                    source,
+                });
+            }
+        }
+        let name = self.slots[idx].state.info.name.clone();
+        self.recorder.record(EventKind::DataWiped { slot: name });
+        Ok(())
+    }
+}
+
+fn record_fact(recorder: &Recorder, slot: &str, fact: LogFact) {
+    let slot = slot.to_string();
+    let kind = match fact {
+        LogFact::Start(config) => EventKind::MemberStart { slot, config },
+        LogFact::LocalMember {
+            member_id,
+            cluster_id,
+            restarted,
+        } => EventKind::LocalMember {
+            slot,
+            member_id,
+            cluster_id,
+            restarted,
+        },
+        LogFact::Membership {
+            op,
+            member_id,
+            peer_urls,
+        } => EventKind::MembershipApplied {
+            slot,
+            op,
+            member_id,
+            peer_urls,
+        },
+        LogFact::Error { class, message } => EventKind::EngineError {
+            slot,
+            class,
+            message,
+        },
+        LogFact::Ready => return,
+    };
+    recorder.record(kind);
+}
+
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn slots(&self) -> Vec<SlotState> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let mut state = s.state.clone();
+                state.has_data = dir_has_data(&state.data_dir);
+                state
+            })
+            .collect()
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        for idx in 0..self.slots.len() {
+            if self.slots[idx].pgid.is_some() && self.collect_exit(idx) {
+                let slot = &mut self.slots[idx];
+                if matches!(slot.state.phase, Phase::Running | Phase::Frozen) {
+                    // Restart policy Always, with a growing backoff.
+                    if slot.started_at.elapsed() >= BACKOFF_RESET_AFTER {
+                        slot.backoff = BACKOFF_START;
+                    }
+                    slot.state.phase = Phase::BackingOff;
+                    slot.restart_at = Some(now + slot.backoff);
+                    slot.backoff = (slot.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            let due = self.slots[idx].state.phase == Phase::BackingOff
+                && self.slots[idx].restart_at.is_some_and(|t| t <= now);
+            if due {
+                self.slots[idx].state.restarts += 1;
+                if let Err(e) = self.spawn(idx) {
+                    tracing::warn!("restart failed: {e}");
+                    let slot = &mut self.slots[idx];
+                    slot.restart_at = Some(now + slot.backoff);
+                }
+            }
+        }
+    }
+
+    async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), BackendError> {
+        let idx = self.index(slot)?;
+        let phase = self.slots[idx].state.phase;
+        if phase != Phase::Empty {
+            return Err(BackendError::NotEmpty {
+                slot: slot.to_string(),
+                phase,
+            });
+        }
+        self.slots[idx].state.spec = Some(spec);
+        self.slots[idx].backoff = BACKOFF_START;
+        self.spawn(idx)
+    }
+
+    async fn stop(&mut self, slot: &str) -> Result<(), BackendError> {
+        let idx = self.index(slot)?;
+        self.terminate(idx, true).await;
+        self.empty_slot(idx);
+        Ok(())
+    }
+
+    async fn wipe(&mut self, slot: &str) -> Result<(), BackendError> {
+        let idx = self.index(slot)?;
+        let phase = self.slots[idx].state.phase;
+        if phase != Phase::Empty {
+            return Err(BackendError::NotEmpty {
+                slot: slot.to_string(),
+                phase,
+            });
+        }
+        self.wipe_dir(idx)
+    }
+
+    async fn inject(&mut self, fault: FaultKind, slot: &str) -> Result<(), BackendError> {
+        let idx = self.index(slot)?;
+        self.recorder.record(EventKind::FaultInjected {
+            fault,
+            slot: Some(slot.to_string()),
+        });
+        match fault {
+            FaultKind::Kill => self.signal(idx, Signal::SIGKILL),
+            FaultKind::Stop => {
+                // The restart policy brings it back, as for a container.
+                self.signal(idx, Signal::SIGCONT);
+                self.signal(idx, Signal::SIGTERM);
+                if !self.wait_exit(idx, GRACEFUL_TIMEOUT).await {
+                    self.signal(idx, Signal::SIGKILL);
+                }
+            }
+            FaultKind::Freeze => {
+                if self.slots[idx].state.phase == Phase::Running {
+                    self.signal(idx, Signal::SIGSTOP);
+                    self.slots[idx].state.phase = Phase::Frozen;
+                }
+            }
+            FaultKind::Thaw => {
+                if self.slots[idx].state.phase == Phase::Frozen {
+                    self.signal(idx, Signal::SIGCONT);
+                    self.slots[idx].state.phase = Phase::Running;
+                }
+            }
+            FaultKind::DeletePod => {
+                self.terminate(idx, false).await;
+                self.empty_slot(idx);
+            }
+            FaultKind::LoseVolume => {
+                self.terminate(idx, false).await;
+                self.empty_slot(idx);
+                self.wipe_dir(idx)?;
+            }
+            FaultKind::CrashDeployer => {
+                return Err(BackendError::Unsupported {
+                    fault,
+                    backend: "process",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        for idx in 0..self.slots.len() {
+            self.slots[idx].state.phase = Phase::Empty;
+            self.terminate(idx, false).await;
+        }
+    }
+}
+
+impl Drop for ProcessBackend {
+    fn drop(&mut self) {
+        // On a panic or an aborted run, nothing may outlive the backend.
+        for slot in &self.slots {
+            if let Some(pgid) = slot.pgid {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGCONT);
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                cleanup::unregister_group(pgid);
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Built-in strategies, each modelled on a real operator, plus deliberately
+//! broken ones that the suite must catch.
+
+mod broken;
+mod discovery;
+mod learner;
+mod seed_join;
+mod static_bootstrap;
+
+use super::{Action, Deployer, DeployerContext, Observation, Phase, SlotView, Spec};
+
+pub use discovery::Discovery;
+pub use learner::Learner;
+pub use seed_join::SeedJoin;
+pub use static_bootstrap::StaticBootstrap;
+
+/// A registered built-in strategy.
+pub struct StrategyInfo {
+    pub name: &'static str,
+    /// `false` for the deliberately broken ones.
+    pub correct: bool,
+    /// The invariant a broken strategy must trip.
+    pub expected_violation: Option<&'static str>,
+    pub summary: &'static str,
+    build: fn(&DeployerContext) -> Box<dyn Deployer>,
+}
+
+impl StrategyInfo {
+    pub fn build(&self, ctx: &DeployerContext) -> Box<dyn Deployer> {
+        (self.build)(ctx)
+    }
+}
+
+pub fn registry() -> &'static [StrategyInfo] {
+    &[
+        StrategyInfo {
+            name: "seed-join",
+            correct: true,
+            expected_violation: None,
+            summary: "seed starts new alone, then MemberAdd + existing, one at a time (coreos etcd-operator)",
+            build: |_| Box::new(SeedJoin),
+        },
+        StrategyInfo {
+            name: "static",
+            correct: true,
+            expected_violation: None,
+            summary: "all N start new with one initial-cluster; later members join (bitnami, etcd-druid, tidb-operator v2)",
+            build: |_| Box::new(StaticBootstrap),
+        },
+        StrategyInfo {
+            name: "discovery",
+            correct: true,
+            expected_violation: None,
+            summary: "start scripts ask a discovery service; the last asker at N bootstraps alone, others join (tidb-operator v1)",
+            build: |ctx| Box::new(Discovery::start(ctx)),
+        },
+        StrategyInfo {
+            name: "learner",
+            correct: true,
+            expected_violation: None,
+            summary: "add as learner, start existing, promote once caught up (etcd-io/etcd-operator)",
+            build: |_| Box::new(Learner),
+        },
+        StrategyInfo {
+            name: "broken-all-new-alone",
+            correct: false,
+            expected_violation: Some("I1"),
+            summary: "BROKEN: every member starts new with only itself in initial-cluster",
+            build: |_| Box::new(broken::AllNewAlone),
+        },
+        StrategyInfo {
+            name: "broken-lost-volume-restarts-new",
+            correct: false,
+            expected_violation: Some("I6"),
+            summary: "BROKEN: a member that lost its data is restarted new with the original initial-cluster",
+            build: |_| Box::new(broken::LostVolumeRestartsNew::default()),
+        },
+        StrategyInfo {
+            name: "broken-join-without-add",
+            correct: false,
+            expected_violation: Some("I2"),
+            summary: "BROKEN: later members start existing without a MemberAdd",
+            build: |_| Box::new(broken::JoinWithoutAdd),
+        },
+    ]
+}
+
+pub fn find(name: &str) -> Option<&'static StrategyInfo> {
+    registry().iter().find(|s| s.name == name)
+}
+
+pub fn correct_names() -> Vec<&'static str> {
+    registry()
+        .iter()
+        .filter(|s| s.correct)
+        .map(|s| s.name)
+        .collect()
+}
+
+/// The engine binary with the slot's base flags plus `extra`.
+pub(crate) fn engine_spec(obs: &Observation, slot: &SlotView, extra: Vec<String>) -> Spec {
+    let mut args = slot.base_args.clone();
+    args.extend(extra);
+    Spec {
+        command: obs.engine.binary.clone(),
+        args,
+        env: Default::default(),
+    }
+}
+
+pub(crate) fn new_cluster_flags(initial_cluster: String, token: &str) -> Vec<String> {
+    vec![
+        format!("--initial-cluster={initial_cluster}"),
+        "--initial-cluster-state=new".to_string(),
+        format!("--initial-cluster-token={token}"),
+    ]
+}
+
+pub(crate) fn join_flags(obs: &Observation) -> Vec<String> {
+    vec![
+        format!("--initial-cluster={}", obs.initial_cluster_of_members()),
+        "--initial-cluster-state=existing".to_string(),
+        format!("--initial-cluster-token={}", obs.token),
+    ]
+}
+
+/// Nothing has ever run and no member answers: the cluster does not exist.
+pub(crate) fn cluster_absent(obs: &Observation) -> bool {
+    obs.members.is_none()
+        && obs
+            .slots
+            .iter()
+            .all(|s| s.phase == Phase::Empty && !s.has_data)
+}
+
+/// Restarts empty desired slots that still hold data (pod loss): the
+/// engine ignores bootstrap flags when a WAL exists.
+pub(crate) fn restart_slots_with_data(obs: &Observation, actions: &mut Vec<Action>) {
+    for slot in obs.desired_slots() {
+        if slot.phase == Phase::Empty && slot.has_data {
+            actions.push(Action::Start {
+                slot: slot.name.clone(),
+                spec: engine_spec(obs, slot, Vec::new()),
+            });
+        }
+    }
+}
+
+/// A desired slot that lost its data while its member, once started, is
+/// still registered: remove that member so it can be re-added with a new ID.
+pub(crate) fn remove_members_that_lost_data(obs: &Observation, actions: &mut Vec<Action>) -> bool {
+    for slot in obs.desired_slots() {
+        if slot.phase == Phase::Empty
+            && !slot.has_data
+            && let Some(member) = obs.member_of(slot)
+            && member.is_started()
+        {
+            actions.push(Action::MemberRemove {
+                id: member.id.clone(),
+            });
+            return true;
+        }
+    }
+    false
+}
+
+/// Scale-in: remove the member of the highest surplus slot, then stop the
+/// slot and delete its data so a later scale-out starts clean.
+pub(crate) fn scale_in(obs: &Observation, actions: &mut Vec<Action>) -> bool {
+    let mut surplus: Vec<&SlotView> = obs.surplus_slots().collect();
+    surplus.sort_by_key(|s| std::cmp::Reverse(s.ordinal));
+    for slot in surplus {
+        if let Some(member) = obs.member_of(slot) {
+            actions.push(Action::MemberRemove {
+                id: member.id.clone(),
+            });
+            return true;
+        }
+        if obs.members.is_some() && slot.phase != Phase::Empty {
+            actions.push(Action::Stop {
+                slot: slot.name.clone(),
+            });
+            return true;
+        }
+        if slot.phase == Phase::Empty && slot.has_data {
+            actions.push(Action::Wipe {
+                slot: slot.name.clone(),
+            });
+            return true;
+        }
+    }
+    false
+}
+
+/// Starts, as a joiner, every empty desired slot whose member was added but
+/// has not started yet.
+pub(crate) fn start_added_members(obs: &Observation, actions: &mut Vec<Action>) {
+    for slot in obs.desired_slots() {
+        if slot.phase == Phase::Empty
+            && !slot.has_data
+            && let Some(member) = obs.member_of(slot)
+            && !member.is_started()
+        {
+            actions.push(Action::Start {
+                slot: slot.name.clone(),
+                spec: engine_spec(obs, slot, join_flags(obs)),
+            });
+        }
+    }
+}
+
+/// The lowest desired slot that has no member yet.
+pub(crate) fn next_slot_to_add(obs: &Observation) -> Option<&SlotView> {
+    obs.desired_slots()
+        .filter(|s| obs.member_of(s).is_none())
+        .min_by_key(|s| s.ordinal)
+}
+
+pub(crate) fn has_unstarted_member(obs: &Observation) -> bool {
+    obs.members().iter().any(|m| !m.is_started())
+}

@@ -1,0 +1,77 @@
+//! Engines: provisioning, start arguments, startup-log parsing and the
+//! admin client for each supported consensus engine.
+
+pub mod etcd;
+pub mod provision;
+pub mod tls;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    Etcd,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Etcd => "etcd",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineRefError {
+    #[error("unknown engine {0:?} (known: etcd)")]
+    UnknownKind(String),
+    #[error("bad engine version {0:?}: expected digits and dots, e.g. 3.5.1")]
+    BadVersion(String),
+}
+
+/// `etcd` or `etcd@3.5.1`, as written on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EngineRef {
+    pub kind: EngineKind,
+    pub version: Option<String>,
+}
+
+impl FromStr for EngineRef {
+    type Err = EngineRefError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, version) = match s.split_once('@') {
+            Some((k, v)) => (k, Some(v)),
+            None => (s, None),
+        };
+        let kind = match kind {
+            "etcd" => EngineKind::Etcd,
+            other => return Err(EngineRefError::UnknownKind(other.to_string())),
+        };
+        if let Some(v) = version
+            && (v.is_empty() || !v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        {
+            return Err(EngineRefError::BadVersion(v.to_string()));
+        }
+        Ok(EngineRef {
+            kind,
+            version: version.map(str::to_string),
+        })
+    }
+}
+
+impl fmt::Display for EngineRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "{}@{v}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}

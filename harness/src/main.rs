@@ -1,0 +1,555 @@
+//! The `raftcert` command line.
+
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use raftcert::deployer::strategies;
+use raftcert::engine::provision::{self, EngineInstall};
+use raftcert::engine::{EngineKind, EngineRef};
+use raftcert::invariants;
+use raftcert::matrix::{self, Listener, MatrixEntry, MatrixEvent};
+use raftcert::report::{self, RunStatus};
+use raftcert::scenario::model::Suite;
+use raftcert::scenario::runner::StrategyChoice;
+use raftcert::trace::read_trace;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+#[derive(Parser)]
+#[command(
+    name = "raftcert",
+    version,
+    about = "Certify bootstrap and membership of Raft clusters against the real engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a suite (the built-in conformance suite by default).
+    Run(RunArgs),
+    /// Re-check a saved trace, or every run of a report directory, offline.
+    Check {
+        /// A trace.jsonl, or a report directory holding results.json.
+        path: PathBuf,
+    },
+    /// Show suites, strategies, engines and invariants.
+    List,
+    /// List engines, and provision the ones named.
+    Engines {
+        /// Engines to provision, e.g. etcd@3.5.1.
+        #[arg(long = "provision", value_name = "ENGINE")]
+        provision: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Strategies to run (repeatable); default: every correct built-in one.
+    #[arg(long = "strategy", value_name = "NAME")]
+    strategies: Vec<String>,
+    /// Suite file; default: the built-in conformance suite.
+    #[arg(long)]
+    suite: Option<PathBuf>,
+    /// Engines (repeatable), e.g. etcd or etcd@3.5.1; default: every default etcd version.
+    #[arg(long = "engine", value_name = "ENGINE")]
+    engines: Vec<String>,
+    /// Only scenarios whose largest cluster has this many members.
+    #[arg(long)]
+    replicas: Option<u32>,
+    /// Only these scenarios (repeatable).
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// Run with TLS on for client and peer traffic.
+    #[arg(long, conflicts_with = "no_tls_pass")]
+    tls: bool,
+    /// Skip the extra TLS pass of the default run.
+    #[arg(long)]
+    no_tls_pass: bool,
+    /// Report directory; default: raftcert-out/<run-id>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Runs at a time.
+    #[arg(long, default_value_t = 10)]
+    jobs: usize,
+    /// Seed for every random choice.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Bad input: one line, exit code 2.
+#[derive(Debug)]
+struct BadInput(String);
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+fn bad(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(BadInput(msg.into()))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAFTCERT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = dispatch(cli) => r,
+            _ = tokio::signal::ctrl_c() => {
+                raftcert::backend::cleanup::cleanup_everything();
+                eprintln!("interrupted: every member process stopped, temporary data removed");
+                Ok(ExitCode::from(130))
+            }
+        }
+    });
+    // Whatever happened, nothing we started may outlive us.
+    raftcert::backend::cleanup::cleanup_everything();
+    match outcome {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<BadInput>().is_some() => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        None => match Cli::try_parse_from(["raftcert", "run"]) {
+            Ok(Cli {
+                command: Some(Command::Run(args)),
+            }) => run(args).await,
+            _ => Err(anyhow!("default arguments do not parse")),
+        },
+        Some(Command::Run(args)) => run(args).await,
+        Some(Command::Check { path }) => check(&path),
+        Some(Command::List) => list(),
+        Some(Command::Engines { provision }) => engines(provision).await,
+    }
+}
+
+fn parse_engines(specs: &[String]) -> anyhow::Result<Vec<(EngineKind, String)>> {
+    let refs: Vec<EngineRef> = if specs.is_empty() {
+        vec![EngineRef {
+            kind: EngineKind::Etcd,
+            version: None,
+        }]
+    } else {
+        specs
+            .iter()
+            .map(|s| s.parse::<EngineRef>().map_err(|e| bad(e.to_string())))
+            .collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::new();
+    for r in refs {
+        for v in provision::resolve_versions(&r) {
+            if !out.contains(&(r.kind, v.clone())) {
+                out.push((r.kind, v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn provision_all(wanted: &[(EngineKind, String)]) -> anyhow::Result<Vec<EngineInstall>> {
+    let mut installs = Vec::new();
+    for (kind, version) in wanted {
+        if let Some(found) = provision::installed(*kind, version) {
+            installs.push(found);
+            continue;
+        }
+        eprintln!(
+            "provisioning {kind}@{version} into {} ...",
+            provision::cache_dir().display()
+        );
+        let install = provision::provision(*kind, version)
+            .await
+            .map_err(|e| bad(format!("missing engine binary {kind}@{version}: {e}")))?;
+        eprintln!("  {kind}@{version} from {}", install.source);
+        installs.push(install);
+    }
+    Ok(installs)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let suite = match &args.suite {
+        Some(path) => Suite::load(path).map_err(|e| bad(e.to_string()))?,
+        None => Suite::builtin().map_err(|e| bad(e.to_string()))?,
+    };
+    let strategies: Vec<StrategyChoice> = if args.strategies.is_empty() {
+        strategies::registry()
+            .iter()
+            .filter(|s| s.correct)
+            .map(StrategyChoice::Builtin)
+            .collect()
+    } else {
+        args.strategies
+            .iter()
+            .map(|name| {
+                strategies::find(name)
+                    .map(StrategyChoice::Builtin)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> =
+                            strategies::registry().iter().map(|s| s.name).collect();
+                        bad(format!(
+                            "unknown strategy {name:?} (known: {})",
+                            known.join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let engines = provision_all(&parse_engines(&args.engines)?).await?;
+    let mut scenarios: Vec<_> = suite
+        .scenarios
+        .iter()
+        .filter(|s| args.replicas.is_none_or(|r| s.max_replicas() == r))
+        .filter(|s| args.scenarios.is_empty() || args.scenarios.contains(&s.name))
+        .cloned()
+        .collect();
+    for wanted in &args.scenarios {
+        if !suite.scenarios.iter().any(|s| &s.name == wanted) {
+            return Err(bad(format!(
+                "unknown scenario {wanted:?} in suite {}",
+                suite.suite
+            )));
+        }
+    }
+    if scenarios.is_empty() {
+        return Err(bad("no scenario matches the filters"));
+    }
+    scenarios.sort_by_key(|s| std::cmp::Reverse(s.max_replicas()));
+    let mut entries = Vec::new();
+    for engine in &engines {
+        for strategy in &strategies {
+            for scenario in &scenarios {
+                entries.push(MatrixEntry {
+                    scenario: scenario.clone(),
+                    strategy: strategy.clone(),
+                    engine: engine.clone(),
+                    tls: args.tls,
+                });
+            }
+        }
+    }
+    // The default run also proves the suite with TLS on, for one strategy.
+    let default_run = args.strategies.is_empty() && !args.tls && !args.no_tls_pass;
+    if default_run
+        && let (Some(engine), Some(strategy)) = (
+            engines.first(),
+            strategies.iter().find(|s| s.name() == "static"),
+        )
+    {
+        for scenario in &scenarios {
+            entries.push(MatrixEntry {
+                scenario: scenario.clone(),
+                strategy: strategy.clone(),
+                engine: engine.clone(),
+                tls: true,
+            });
+        }
+    }
+    let run_id = matrix::new_run_id();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("raftcert-out").join(&run_id));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let seed = args.seed.unwrap_or_else(raftcert::util::unique_suffix);
+    eprintln!(
+        "raftcert: {} runs ({} scenarios x {} strategies x {} engines{}), {} at a time, seed {seed}, report in {}",
+        entries.len(),
+        scenarios.len(),
+        strategies.len(),
+        engines.len(),
+        if default_run { ", plus a TLS pass" } else { "" },
+        args.jobs,
+        out.display()
+    );
+    let listener = progress_listener(entries.len() as u64);
+    let report = matrix::run_matrix(
+        Arc::new(suite),
+        entries,
+        &out,
+        &run_id,
+        seed,
+        args.jobs,
+        listener,
+    )
+    .await;
+    report::write_all(&out, &report).map_err(|e| anyhow!("writing the report: {e}"))?;
+    println!("{}", report::render_table(&report));
+    println!("report: {}", out.display());
+    let all_passed = report.runs.iter().all(|r| r.status == RunStatus::Pass);
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Live progress: bars on a terminal, one line per finished run elsewhere.
+fn progress_listener(total: u64) -> Listener {
+    let terminal = std::io::stderr().is_terminal();
+    let multi = MultiProgress::new();
+    let overall = multi.add(ProgressBar::new(total));
+    overall.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    if !terminal {
+        overall.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let active: Arc<Mutex<BTreeMap<String, ProgressBar>>> = Arc::default();
+    let failures = Arc::new(Mutex::new(0u64));
+    Arc::new(move |event| match event {
+        MatrixEvent::Started { label } => {
+            if terminal {
+                let bar = multi.insert_before(&overall, ProgressBar::new_spinner());
+                bar.set_message(label.to_string());
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                active
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(label.to_string(), bar);
+            }
+        }
+        MatrixEvent::Step { label, step } => {
+            if let Some(bar) = active.lock().unwrap_or_else(|p| p.into_inner()).get(label) {
+                bar.set_message(format!("{label}: {step}"));
+            }
+        }
+        MatrixEvent::Finished { label, result } => {
+            if let Some(bar) = active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(label)
+            {
+                bar.finish_and_clear();
+            }
+            let verdict = match result.status {
+                RunStatus::Pass => "pass".to_string(),
+                RunStatus::Fail => {
+                    *failures.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    let ids: Vec<&str> = result
+                        .verdicts
+                        .iter()
+                        .filter(|v| !v.passed())
+                        .map(|v| v.invariant.as_str())
+                        .collect();
+                    format!("FAIL {}", ids.join(","))
+                }
+                RunStatus::Error => {
+                    *failures.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    format!("ERROR {}", result.error.as_deref().unwrap_or(""))
+                }
+            };
+            let line = format!(
+                "{label}: {verdict} ({:.1}s)",
+                result.duration_ms as f64 / 1000.0
+            );
+            if terminal {
+                let _ = multi.println(line);
+            } else {
+                eprintln!("{line}");
+            }
+            overall.inc(1);
+            let failed = *failures.lock().unwrap_or_else(|p| p.into_inner());
+            overall.set_message(if failed > 0 {
+                format!("({failed} not passing)")
+            } else {
+                String::new()
+            });
+        }
+    })
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    if path.is_dir() {
+        return check_report_dir(path);
+    }
+    let trace = read_trace(path).map_err(|e| bad(e.to_string()))?;
+    let verdicts = invariants::check_all(&trace);
+    let mut failed = false;
+    for verdict in &verdicts {
+        if verdict.passed() {
+            println!("{:<3} pass  {}", verdict.invariant, verdict.title);
+        } else {
+            failed = true;
+            println!("{:<3} FAIL  {}", verdict.invariant, verdict.title);
+            for violation in &verdict.violations {
+                println!("      {}", violation.message);
+                for event in &violation.evidence {
+                    println!("        {}", report::event_summary(event));
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Re-checks every trace of a report directory and compares the verdicts
+/// with the recorded ones: a difference is a defect of the harness.
+fn check_report_dir(dir: &Path) -> anyhow::Result<ExitCode> {
+    let results =
+        report::load_results(&dir.join("results.json")).map_err(|e| bad(e.to_string()))?;
+    let mut mismatches = 0;
+    let mut failed = 0;
+    for run in &results.runs {
+        let trace = match read_trace(&dir.join(&run.trace)) {
+            Ok(t) => t,
+            Err(e) => {
+                println!(
+                    "{} / {}: cannot read trace: {e}",
+                    run.scenario, run.strategy
+                );
+                mismatches += 1;
+                continue;
+            }
+        };
+        let verdicts = invariants::check_all(&trace);
+        let now: Vec<(String, bool)> = verdicts
+            .iter()
+            .map(|v| (v.invariant.clone(), v.passed()))
+            .collect();
+        let then: Vec<(String, bool)> = run
+            .verdicts
+            .iter()
+            .map(|v| (v.invariant.clone(), v.passed()))
+            .collect();
+        let violated: Vec<&str> = verdicts
+            .iter()
+            .filter(|v| !v.passed())
+            .map(|v| v.invariant.as_str())
+            .collect();
+        if !violated.is_empty() || run.status != RunStatus::Pass {
+            failed += 1;
+        }
+        let same = now == then;
+        if !same {
+            mismatches += 1;
+        }
+        println!(
+            "{:<40} {:<22} {:<8} {:<6} {}",
+            run.scenario,
+            run.strategy,
+            run.engine_version,
+            if violated.is_empty() {
+                "pass".to_string()
+            } else {
+                violated.join(",")
+            },
+            if same {
+                "reproduced"
+            } else {
+                "DIFFERS from results.json"
+            }
+        );
+    }
+    println!(
+        "{} runs re-checked: {} not passing, {} differing from the recorded verdicts",
+        results.runs.len(),
+        failed,
+        mismatches
+    );
+    Ok(if failed > 0 || mismatches > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn list() -> anyhow::Result<ExitCode> {
+    println!("Suites:");
+    let suite = Suite::builtin().map_err(|e| bad(e.to_string()))?;
+    println!(
+        "  {} (built in, {}): {} scenarios",
+        suite.suite,
+        raftcert::scenario::model::BUILTIN_SUITE_PATH,
+        suite.scenarios.len()
+    );
+    for s in &suite.scenarios {
+        println!(
+            "    {:<34} up to {} members, {} steps",
+            s.name,
+            s.max_replicas(),
+            s.steps.len()
+        );
+    }
+    println!("Strategies:");
+    for s in strategies::registry() {
+        println!("  {:<32} {}", s.name, s.summary);
+    }
+    println!("Engines:");
+    for v in provision::DEFAULT_ETCD_VERSIONS {
+        let state = match provision::installed(EngineKind::Etcd, v) {
+            Some(i) => format!("installed ({})", i.source),
+            None => "not provisioned yet (provisioned on first use)".to_string(),
+        };
+        println!("  etcd@{v:<10} {state}");
+    }
+    println!("Invariants:");
+    for inv in invariants::registry() {
+        println!("  {:<3} {:<28} {}", inv.id, inv.title, inv.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn engines(to_provision: Vec<String>) -> anyhow::Result<ExitCode> {
+    if !to_provision.is_empty() {
+        let wanted = parse_engines(&to_provision)?;
+        provision_all(&wanted).await?;
+    }
+    println!("cache: {}", provision::cache_dir().display());
+    let installed = provision::list(EngineKind::Etcd);
+    for v in provision::DEFAULT_ETCD_VERSIONS {
+        if !installed.iter().any(|i| i.version == *v) {
+            let sources: Vec<String> = provision::known_sources(EngineKind::Etcd, v)
+                .iter()
+                .map(|s| s.describe(v))
+                .collect();
+            println!("etcd@{v:<10} available   from {}", sources.join(" or "));
+        }
+    }
+    for i in installed {
+        println!(
+            "etcd@{:<10} installed   {} ({})",
+            i.version,
+            i.server.display(),
+            i.source
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,153 @@
+//! Runs many scenario runs concurrently and gathers the suite report.
+
+use crate::engine::provision::EngineInstall;
+use crate::report::{RunResult, RunStatus, SuiteReport};
+use crate::scenario::model::{Scenario, Suite};
+use crate::scenario::runner::{Progress, RunSpec, StrategyChoice, run_dir_name, run_scenario};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One cell of the matrix.
+#[derive(Clone)]
+pub struct MatrixEntry {
+    pub scenario: Scenario,
+    pub strategy: StrategyChoice,
+    pub engine: EngineInstall,
+    pub tls: bool,
+}
+
+impl MatrixEntry {
+    pub fn label(&self) -> String {
+        format!(
+            "{} / {} @ {}{}",
+            self.scenario.name,
+            self.strategy.name(),
+            self.engine.version,
+            if self.tls { " +tls" } else { "" }
+        )
+    }
+}
+
+/// What the caller hears while the matrix runs.
+pub enum MatrixEvent<'a> {
+    Started {
+        label: &'a str,
+    },
+    Step {
+        label: &'a str,
+        step: &'a str,
+    },
+    Finished {
+        label: &'a str,
+        result: &'a RunResult,
+    },
+}
+
+pub type Listener = Arc<dyn Fn(MatrixEvent<'_>) + Send + Sync>;
+
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{now}-{:04x}", crate::util::unique_suffix() & 0xffff)
+}
+
+/// Runs every entry, at most `jobs` at a time, writing traces under `out`.
+pub async fn run_matrix(
+    suite: Arc<Suite>,
+    entries: Vec<MatrixEntry>,
+    out: &Path,
+    run_id: &str,
+    seed: u64,
+    jobs: usize,
+    listener: Listener,
+) -> SuiteReport {
+    let started = Instant::now();
+    let started_at = crate::util::utc_timestamp();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut handles = Vec::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        let rel_dir = run_dir_name(
+            &entry.scenario.name,
+            &entry.strategy.name(),
+            &entry.engine,
+            entry.tls,
+        );
+        let spec = RunSpec {
+            suite: suite.clone(),
+            scenario: entry.scenario.clone(),
+            strategy: entry.strategy.clone(),
+            engine: entry.engine.clone(),
+            tls: entry.tls,
+            seed: crate::util::splitmix64(seed ^ index as u64),
+            dir: out.join(&rel_dir),
+            rel_dir,
+            run_id: format!("{run_id}-{index:03}"),
+        };
+        let semaphore = semaphore.clone();
+        let listener = listener.clone();
+        let label = entry.label();
+        let fallback = (spec.clone(), label.clone());
+        let handle = tokio::spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            listener(MatrixEvent::Started { label: &label });
+            let step_listener = listener.clone();
+            let step_label = label.clone();
+            let progress: Progress = Arc::new(move |step: &str| {
+                step_listener(MatrixEvent::Step {
+                    label: &step_label,
+                    step,
+                })
+            });
+            let result = run_scenario(spec, Some(progress)).await;
+            listener(MatrixEvent::Finished {
+                label: &label,
+                result: &result,
+            });
+            result
+        });
+        handles.push((handle, fallback));
+    }
+    let mut runs = Vec::new();
+    for (handle, (spec, label)) in handles {
+        match handle.await {
+            Ok(result) => runs.push(result),
+            Err(e) => {
+                // A panicking run is reported, never lost.
+                let result = RunResult {
+                    run_id: spec.run_id.clone(),
+                    scenario: spec.scenario.name.clone(),
+                    strategy: spec.strategy.name(),
+                    engine: spec.engine.kind.to_string(),
+                    engine_version: spec.engine.version.clone(),
+                    backend: "process".into(),
+                    replicas: spec.scenario.max_replicas(),
+                    tls: spec.tls,
+                    seed: spec.seed,
+                    status: RunStatus::Error,
+                    error: Some(format!("run panicked: {e}")),
+                    verdicts: Vec::new(),
+                    duration_ms: 0,
+                    ready_ms: None,
+                    trace: format!("{}/trace.jsonl", spec.rel_dir),
+                    logs: format!("{}/logs", spec.rel_dir),
+                };
+                listener(MatrixEvent::Finished {
+                    label: &label,
+                    result: &result,
+                });
+                runs.push(result);
+            }
+        }
+    }
+    SuiteReport {
+        format: 1,
+        run_id: run_id.to_string(),
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        runs,
+    }
+}

@@ -1,0 +1,269 @@
+//! Reports: results.json, junit.xml, report.md and the terminal table.
+
+mod junit;
+mod markdown;
+mod summary;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use junit::render_junit;
+pub use markdown::render_markdown;
+pub use summary::{event_summary, kind_summary};
+pub use table::render_table;
+
+use crate::invariants::{Verdict, Violation};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `pass`: every invariant held. `fail`: an invariant was violated.
+/// `error`: the run could not be judged (harness or deployer broke it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Pass,
+    Fail,
+    Error,
+}
+
+/// The outcome of one scenario × strategy × engine run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: String,
+    pub scenario: String,
+    pub strategy: String,
+    pub engine: String,
+    pub engine_version: String,
+    pub backend: String,
+    /// The largest replica count the scenario asks for.
+    pub replicas: u32,
+    pub tls: bool,
+    pub seed: u64,
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub verdicts: Vec<Verdict>,
+    pub duration_ms: u64,
+    /// Time from the start of the bootstrap step until the cluster was ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
+    /// Paths relative to the report directory.
+    pub trace: String,
+    pub logs: String,
+}
+
+/// Everything one `raftcert run` produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuiteReport {
+    pub format: u32,
+    pub run_id: String,
+    pub harness_version: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub runs: Vec<RunResult>,
+}
+
+/// Newest `results.json` format this build understands.
+pub const REPORT_FORMAT: u32 = 1;
+
+pub const RESULTS_FILE: &str = "results.json";
+pub const JUNIT_FILE: &str = "junit.xml";
+pub const MARKDOWN_FILE: &str = "report.md";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a results file: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: results format {found} is newer than supported {REPORT_FORMAT}")]
+    UnsupportedFormat { path: PathBuf, found: u32 },
+    #[error("cannot encode results: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot encode JUnit report: {0}")]
+    Junit(#[from] quick_junit::SerializeError),
+    #[error("{0}: not a directory")]
+    NotADirectory(PathBuf),
+}
+
+/// Writes `results.json`, `junit.xml` and `report.md` into `dir`, which must
+/// already exist.
+pub fn write_all(dir: &Path, report: &SuiteReport) -> Result<(), ReportError> {
+    if !dir.is_dir() {
+        return Err(ReportError::NotADirectory(dir.to_path_buf()));
+    }
+    // Render everything first so an encoding error leaves no partial set.
+    let mut json = serde_json::to_string_pretty(report).map_err(ReportError::Encode)?;
+    json.push('\n');
+    let junit = render_junit(report)?;
+    let markdown = render_markdown(report);
+    for (name, body) in [
+        (RESULTS_FILE, json),
+        (JUNIT_FILE, junit),
+        (MARKDOWN_FILE, markdown),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, body).map_err(|source| ReportError::Io { path, source })?;
+    }
+    Ok(())
+}
+
+/// Reads a `results.json` written by [`write_all`].
+pub fn load_results(path: &Path) -> Result<SuiteReport, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let report: SuiteReport = serde_json::from_str(&text).map_err(|source| ReportError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if report.format > REPORT_FORMAT {
+        return Err(ReportError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: report.format,
+        });
+    }
+    Ok(report)
+}
+
+/// Pass/fail/error counts over a set of runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub pass: usize,
+    pub fail: usize,
+    pub error: usize,
+}
+
+impl Totals {
+    pub fn of<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> Self {
+        let mut totals = Totals::default();
+        for run in runs {
+            match run.status {
+                RunStatus::Pass => totals.pass += 1,
+                RunStatus::Fail => totals.fail += 1,
+                RunStatus::Error => totals.error += 1,
+            }
+        }
+        totals
+    }
+
+    pub fn runs(&self) -> usize {
+        self.pass + self.fail + self.error
+    }
+}
+
+impl RunResult {
+    /// `etcd-3.5.17` or `etcd-3.5.17+tls`.
+    pub fn engine_label(&self) -> String {
+        let tls = if self.tls { "+tls" } else { "" };
+        format!("{}-{}{tls}", self.engine, self.engine_version)
+    }
+
+    /// `strategy@etcd-3.5.17[+tls]`: one matrix column / JUnit suite.
+    pub fn column_label(&self) -> String {
+        format!("{}@{}", self.strategy, self.engine_label())
+    }
+
+    /// Ids of the invariants this run violated, in verdict order.
+    pub fn violated_invariants(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = Vec::new();
+        for verdict in self.verdicts.iter().filter(|v| !v.passed()) {
+            if !ids.contains(&verdict.invariant.as_str()) {
+                ids.push(&verdict.invariant);
+            }
+        }
+        ids
+    }
+
+    /// The first violation of the first violated invariant.
+    pub fn first_violation(&self) -> Option<(&Verdict, &Violation)> {
+        self.verdicts
+            .iter()
+            .find_map(|v| v.violations.first().map(|viol| (v, viol)))
+    }
+
+    /// `pass`/`FAIL`/`ERROR`: upper case draws the eye to problems.
+    pub fn status_word(&self) -> &'static str {
+        match self.status {
+            RunStatus::Pass => "pass",
+            RunStatus::Fail => "FAIL",
+            RunStatus::Error => "ERROR",
+        }
+    }
+
+    /// One line explaining a non-passing run.
+    pub fn headline(&self) -> Option<String> {
+        match self.status {
+            RunStatus::Pass => None,
+            RunStatus::Fail => Some(
+                self.first_violation()
+                    .map(|(_, viol)| viol.message.clone())
+                    .unwrap_or_else(|| "invariant violated".to_string()),
+            ),
+            RunStatus::Error => Some(
+                self.error
+                    .clone()
+                    .unwrap_or_else(|| "run error (no message recorded)".to_string()),
+            ),
+        }
+    }
+}
+
+/// Groups runs by a key, keeping first-appearance order so reports follow
+/// the order the suite ran in.
+pub(crate) fn group_by<K: PartialEq>(
+    runs: &[RunResult],
+    key: impl Fn(&RunResult) -> K,
+) -> Vec<(K, Vec<&RunResult>)> {
+    let mut groups: Vec<(K, Vec<&RunResult>)> = Vec::new();
+    for run in runs {
+        let k = key(run);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, members)) => members.push(run),
+            None => groups.push((k, vec![run])),
+        }
+    }
+    groups
+}
+
+/// Milliseconds as seconds with one decimal, e.g. `1.2s`.
+pub(crate) fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// Collapses whitespace and control characters to single spaces and cuts
+/// to at most `max` characters, so free text fits on one line.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut pending_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+    }
+    truncate(&out, max)
+}
+
+/// Cuts at a character boundary, marking the cut with `...`.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let keep = max.saturating_sub(3);
+    let mut out: String = text.chars().take(keep).collect();
+    out.push_str("...");
+    out
+}

@@ -1,0 +1,342 @@
+//! Typed, timestamped events of one scenario run, saved as JSON lines.
+//!
+//! Everything an invariant needs is in here, so a saved trace can be
+//! re-checked offline with `raftcert check`.
+
+mod recorder;
+
+pub use recorder::{Recorder, TraceError, read_trace};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Format version of `trace.jsonl`; bump on incompatible changes.
+pub const TRACE_FORMAT: u32 = 1;
+
+/// One line of `trace.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the trace, starting at 0.
+    pub seq: u64,
+    /// Milliseconds since the run started, from a monotonic clock.
+    pub t_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A member slot: the stand-in for a pod, with stable addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub name: String,
+    pub ordinal: u32,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+/// A member as reported by the engine's member list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Member ID in lower-case hex, as etcd prints it.
+    pub id: String,
+    /// Empty until the member has started and published itself.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl MemberInfo {
+    /// etcd marks a member as started once it has published its name.
+    pub fn is_started(&self) -> bool {
+        !self.name.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MembershipOp {
+    Add,
+    AddLearner,
+    Remove,
+    Promote,
+}
+
+/// Faults the harness injects. `DeletePod` keeps the data directory,
+/// `LoseVolume` does not; both leave the slot empty for the deployer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    Kill,
+    Stop,
+    Freeze,
+    Thaw,
+    DeletePod,
+    LoseVolume,
+    CrashDeployer,
+}
+
+/// Bootstrap configuration of one start, read from the engine's own log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartConfig {
+    pub name: String,
+    /// `false` means the member had no WAL: a genesis or a join.
+    pub member_initialized: bool,
+    /// name -> peer URLs, as the engine parsed `initial-cluster`.
+    pub initial_cluster: BTreeMap<String, Vec<String>>,
+    pub initial_cluster_state: String,
+    pub initial_cluster_token: String,
+}
+
+impl StartConfig {
+    /// A start that creates a cluster from nothing.
+    pub fn is_genesis(&self) -> bool {
+        !self.member_initialized && self.initial_cluster_state == "new"
+    }
+    /// A first start that joins an existing cluster.
+    pub fn is_join(&self) -> bool {
+        !self.member_initialized && self.initial_cluster_state == "existing"
+    }
+}
+
+/// Engine refusals and fatal errors worth classifying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineErrorClass {
+    MemberCountUnequal,
+    AlreadyBootstrapped,
+    LocalNameNotFound,
+    ClusterIdMismatch,
+    MemberRemoved,
+    RaftLogLost,
+    PeerUrlsMismatch,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum EventKind {
+    /// First event of every trace.
+    RunStarted {
+        format: u32,
+        run_id: String,
+        scenario: String,
+        strategy: String,
+        engine: String,
+        engine_version: String,
+        backend: String,
+        seed: u64,
+        tls: bool,
+        /// Every slot that the run may use.
+        slots: Vec<SlotInfo>,
+        /// Deficits of started voters shorter than this are transient.
+        quorum_grace_ms: u64,
+    },
+    StepStarted {
+        index: u32,
+        name: String,
+        desired_replicas: u32,
+        deadline_ms: u64,
+    },
+    StepFinished {
+        index: u32,
+        name: String,
+        settled: bool,
+        elapsed_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    FaultInjected {
+        fault: FaultKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<String>,
+    },
+    /// The deployer's reconcile produced these actions (JSON form).
+    DeployerActions {
+        actions: Vec<serde_json::Value>,
+    },
+    /// The deployer misbehaved (protocol error, crash, timeout).
+    DeployerError {
+        message: String,
+    },
+    ProcessStarted {
+        slot: String,
+        pid: u32,
+        command: String,
+        args: Vec<String>,
+        /// Whether the data directory held anything at start.
+        had_data: bool,
+    },
+    ProcessExited {
+        slot: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    /// The slot was emptied on purpose (pod deleted, scale-in).
+    SlotDeleted {
+        slot: String,
+    },
+    DataWiped {
+        slot: String,
+    },
+    /// The engine logged its effective bootstrap configuration.
+    MemberStart {
+        slot: String,
+        config: StartConfig,
+    },
+    /// The engine logged the identity it runs with.
+    LocalMember {
+        slot: String,
+        member_id: String,
+        cluster_id: String,
+        /// `true` when the member restarted from an existing WAL.
+        restarted: bool,
+    },
+    /// A membership change the engine applied, from its log.
+    MembershipApplied {
+        slot: String,
+        op: MembershipOp,
+        member_id: String,
+        #[serde(default)]
+        peer_urls: Vec<String>,
+    },
+    EngineError {
+        slot: String,
+        class: EngineErrorClass,
+        message: String,
+    },
+    /// A membership call made on behalf of the deployer.
+    MembershipCall {
+        op: MembershipOp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer_url: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member_id: Option<String>,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A member list as seen through one slot.
+    MemberList {
+        via: String,
+        cluster_id: String,
+        members: Vec<MemberInfo>,
+    },
+    MemberStatus {
+        slot: String,
+        cluster_id: String,
+        member_id: String,
+        /// "0" when the member knows no leader.
+        leader: String,
+        term: u64,
+        raft_index: u64,
+        revision: u64,
+        is_learner: bool,
+    },
+    ClientWrite {
+        key: String,
+        value: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The durability read at the end of the run.
+    FinalRead {
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        values: BTreeMap<String, String>,
+    },
+    RunFinished {
+        /// `error` when the harness or the deployer broke the run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RunStarted { .. } => "run-started",
+            EventKind::StepStarted { .. } => "step-started",
+            EventKind::StepFinished { .. } => "step-finished",
+            EventKind::FaultInjected { .. } => "fault-injected",
+            EventKind::DeployerActions { .. } => "deployer-actions",
+            EventKind::DeployerError { .. } => "deployer-error",
+            EventKind::ProcessStarted { .. } => "process-started",
+            EventKind::ProcessExited { .. } => "process-exited",
+            EventKind::SlotDeleted { .. } => "slot-deleted",
+            EventKind::DataWiped { .. } => "data-wiped",
+            EventKind::MemberStart { .. } => "member-start",
+            EventKind::LocalMember { .. } => "local-member",
+            EventKind::MembershipApplied { .. } => "membership-applied",
+            EventKind::EngineError { .. } => "engine-error",
+            EventKind::MembershipCall { .. } => "membership-call",
+            EventKind::MemberList { .. } => "member-list",
+            EventKind::MemberStatus { .. } => "member-status",
+            EventKind::ClientWrite { .. } => "client-write",
+            EventKind::FinalRead { .. } => "final-read",
+            EventKind::RunFinished { .. } => "run-finished",
+        }
+    }
+}
+
+/// A whole trace, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub events: Vec<Event>,
+}
+
+impl Trace {
+    pub fn new(events: Vec<Event>) -> Self {
+        Trace { events }
+    }
+
+    /// Builds a trace from kinds with the given timestamps; for tests and tools.
+    pub fn from_kinds(kinds: impl IntoIterator<Item = (u64, EventKind)>) -> Self {
+        let events = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(seq, (t_ms, kind))| Event {
+                seq: seq as u64,
+                t_ms,
+                kind,
+            })
+            .collect();
+        Trace { events }
+    }
+
+    /// The `RunStarted` header, if present.
+    pub fn header(&self) -> Option<&EventKind> {
+        self.events
+            .iter()
+            .map(|e| &e.kind)
+            .find(|k| matches!(k, EventKind::RunStarted { .. }))
+    }
+
+    pub fn slots(&self) -> &[SlotInfo] {
+        match self.header() {
+            Some(EventKind::RunStarted { slots, .. }) => slots,
+            _ => &[],
+        }
+    }
+
+    pub fn quorum_grace_ms(&self) -> u64 {
+        match self.header() {
+            Some(EventKind::RunStarted {
+                quorum_grace_ms, ..
+            }) => *quorum_grace_ms,
+            _ => 15_000,
+        }
+    }
+
+    pub fn slot_by_peer_url(&self, url: &str) -> Option<&SlotInfo> {
+        self.slots().iter().find(|s| s.peer_url == url)
+    }
+
+    /// Time of the last event.
+    pub fn end_ms(&self) -> u64 {
+        self.events.last().map(|e| e.t_ms).unwrap_or(0)
+    }
+}

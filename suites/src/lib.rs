@@ -1,0 +1,101 @@
+//! Helpers for the suite tests: run one scenario of a suite file against a
+//! strategy and an engine, with the real engine binary.
+
+use raftcert::deployer::strategies;
+use raftcert::engine::EngineKind;
+use raftcert::engine::provision::{self, EngineInstall};
+use raftcert::report::RunResult;
+use raftcert::scenario::model::Suite;
+use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use raftcert;
+
+/// Path of a suite file in this crate.
+pub fn suite_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+pub fn load_suite(name: &str) -> Suite {
+    Suite::load(&suite_path(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Provisions (or finds in the cache) an etcd version.
+pub async fn etcd(version: &str) -> EngineInstall {
+    provision::provision(EngineKind::Etcd, version)
+        .await
+        .unwrap_or_else(|e| panic!("provisioning etcd {version}: {e}"))
+}
+
+/// Where test runs keep their traces and logs: kept after the test, so a
+/// failure can be re-checked with `raftcert check`.
+pub fn output_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("raftcert-test-runs")
+}
+
+/// Runs one scenario of `suite` with a built-in strategy.
+pub async fn run(
+    suite: &str,
+    scenario: &str,
+    strategy: &str,
+    version: &str,
+    tls: bool,
+) -> RunResult {
+    let suite = Arc::new(load_suite(suite));
+    let scenario = suite
+        .scenarios
+        .iter()
+        .find(|s| s.name == scenario)
+        .cloned()
+        .unwrap_or_else(|| panic!("no scenario {scenario}"));
+    let info = strategies::find(strategy).unwrap_or_else(|| panic!("no strategy {strategy}"));
+    let engine = etcd(version).await;
+    let rel_dir = format!(
+        "{}-{}-{}{}",
+        scenario.name,
+        strategy,
+        version,
+        if tls { "-tls" } else { "" }
+    );
+    let spec = RunSpec {
+        suite: suite.clone(),
+        scenario,
+        strategy: StrategyChoice::Builtin(info),
+        engine,
+        tls,
+        seed: raftcert::util::unique_suffix(),
+        dir: output_dir().join(&rel_dir),
+        rel_dir,
+        run_id: format!("test-{}", raftcert::util::unique_suffix() % 1_000_000),
+    };
+    run_scenario(spec, None).await
+}
+
+/// A readable account of every violation, for assertion messages.
+pub fn explain(result: &RunResult) -> String {
+    let mut out = format!(
+        "{} / {} @ {}: {:?} {}\n",
+        result.scenario,
+        result.strategy,
+        result.engine_version,
+        result.status,
+        result.error.as_deref().unwrap_or("")
+    );
+    for verdict in result.verdicts.iter().filter(|v| !v.passed()) {
+        for violation in &verdict.violations {
+            out.push_str(&format!("  {}: {}\n", verdict.invariant, violation.message));
+            for event in violation.evidence.iter().take(6) {
+                out.push_str(&format!("    {}\n", raftcert::report::event_summary(event)));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "  trace: {}\n",
+        output_dir().join(&result.trace).display()
+    ));
+    out
+}

@@ -1,0 +1,97 @@
+//! Every correct strategy passes every scenario of the conformance suite
+//! on real etcd; every broken strategy is caught by the right invariant.
+
+use raftcert::report::RunStatus;
+use raftcert_suites::{explain, load_suite, run};
+use rstest::rstest;
+
+const SUITE: &str = "conformance.yaml";
+
+/// The scenarios the matrix below covers; must match the suite file.
+const SCENARIOS: &[&str] = &[
+    "bootstrap-1",
+    "bootstrap-3",
+    "bootstrap-5",
+    "scale-out-1-3-5",
+    "scale-in-5-3",
+    "restart-one",
+    "rolling-restart",
+    "full-restart",
+    "pod-loss",
+    "volume-loss",
+    "first-member-lost-mid-scale-out",
+    "deployer-crash-mid-scale-out",
+];
+
+#[test]
+fn matrix_covers_every_scenario_of_the_suite() {
+    let suite = load_suite(SUITE);
+    let names: Vec<&str> = suite.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, SCENARIOS);
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct_strategy_passes(
+    #[values(
+        "bootstrap-1",
+        "bootstrap-3",
+        "bootstrap-5",
+        "scale-out-1-3-5",
+        "scale-in-5-3",
+        "restart-one",
+        "rolling-restart",
+        "full-restart",
+        "pod-loss",
+        "volume-loss",
+        "first-member-lost-mid-scale-out",
+        "deployer-crash-mid-scale-out"
+    )]
+    scenario: &str,
+    #[values("seed-join", "static", "discovery", "learner")] strategy: &str,
+    #[values("3.5.1", "3.4.23")] version: &str,
+) {
+    let result = run(SUITE, scenario, strategy, version, false).await;
+    assert_eq!(result.status, RunStatus::Pass, "{}", explain(&result));
+    assert_eq!(
+        result.verdicts.len(),
+        raftcert::invariants::registry().len()
+    );
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_passes_with_tls(
+    #[values("bootstrap-3", "scale-out-1-3-5", "volume-loss", "rolling-restart")] scenario: &str,
+) {
+    let result = run(SUITE, scenario, "static", "3.5.1", true).await;
+    assert_eq!(result.status, RunStatus::Pass, "{}", explain(&result));
+}
+
+#[rstest]
+#[case::split_brain("broken-all-new-alone", "bootstrap-3", "I1")]
+#[case::lost_volume_restarted_new("broken-lost-volume-restarts-new", "volume-loss", "I6")]
+#[case::join_without_member_add("broken-join-without-add", "scale-out-1-3-5", "I2")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_strategy_is_caught(
+    #[case] strategy: &str,
+    #[case] scenario: &str,
+    #[case] invariant: &str,
+) {
+    let result = run(SUITE, scenario, strategy, "3.5.1", false).await;
+    assert_eq!(result.status, RunStatus::Fail, "{}", explain(&result));
+    let verdict = result
+        .verdicts
+        .iter()
+        .find(|v| v.invariant == invariant)
+        .unwrap_or_else(|| panic!("no verdict for {invariant}"));
+    assert!(
+        !verdict.passed(),
+        "{invariant} should catch {strategy}:\n{}",
+        explain(&result)
+    );
+    assert!(
+        verdict.violations.iter().all(|v| !v.evidence.is_empty()),
+        "violations of {invariant} carry evidence"
+    );
+}
