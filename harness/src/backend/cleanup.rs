@@ -43,10 +43,7 @@ pub fn cleanup_everything() {
         .iter()
         .copied()
         .collect();
-    for pgid in groups {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGCONT);
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-    }
+    kill_groups_and_wait(&groups);
     let dirs: Vec<PathBuf> = DIRS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -55,6 +52,44 @@ pub fn cleanup_everything() {
         .collect();
     for dir in dirs {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Process groups that still have a live (non-zombie) member.
+fn live_groups(pgids: &[i32]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut live = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state, ppid, pgrp, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let pgrp: i32 = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        if state != "Z" && state != "X" && pgids.contains(&pgrp) && !live.contains(&pgrp) {
+            live.push(pgrp);
+        }
+    }
+    live
+}
+
+/// SIGKILLs the groups and waits until their processes are gone, so their
+/// ports are free when this returns.
+pub fn kill_groups_and_wait(pgids: &[i32]) {
+    for &pgid in pgids {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGCONT);
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        unregister_group(pgid);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !live_groups(pgids).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -506,12 +506,9 @@ impl Backend for ProcessBackend {
 impl Drop for ProcessBackend {
     fn drop(&mut self) {
         // On a panic or an aborted run, nothing may outlive the backend.
-        for slot in &self.slots {
-            if let Some(pgid) = slot.pgid {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGCONT);
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-                cleanup::unregister_group(pgid);
-            }
+        let groups: Vec<i32> = self.slots.iter().filter_map(|s| s.pgid).collect();
+        if !groups.is_empty() {
+            cleanup::kill_groups_and_wait(&groups);
         }
     }
 }

@@ -140,7 +140,8 @@ pub struct Observation {
     pub token: String,
     pub desired_replicas: u32,
     pub slots: Vec<SlotView>,
-    /// `None` while no member answers.
+    /// The member list as last observed (`age_ms` tells how old); `None`
+    /// until some member has answered once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MembersView>,
     pub results: Vec<ActionResult>,

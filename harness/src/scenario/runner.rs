@@ -29,21 +29,31 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(15);
 pub const WORKLOAD_PREFIX: &str = "/raftcert/w/";
 
+/// Builds a fresh deployer; called again after a deployer crash.
+pub type DeployerFactory = Arc<dyn Fn(&DeployerContext) -> Box<dyn Deployer> + Send + Sync>;
+
 /// The deployer under test.
 #[derive(Clone)]
 pub enum StrategyChoice {
     Builtin(&'static StrategyInfo),
+    /// A deployer supplied by a library user or a test.
+    Custom {
+        name: String,
+        factory: DeployerFactory,
+    },
 }
 
 impl StrategyChoice {
     pub fn name(&self) -> String {
         match self {
             StrategyChoice::Builtin(info) => info.name.to_string(),
+            StrategyChoice::Custom { name, .. } => name.clone(),
         }
     }
     fn build(&self, ctx: &DeployerContext) -> Box<dyn Deployer> {
         match self {
             StrategyChoice::Builtin(info) => info.build(ctx),
+            StrategyChoice::Custom { factory, .. } => factory(ctx),
         }
     }
 }
@@ -207,6 +217,9 @@ impl Controller {
             }
         }
         polled.sort_by(|a, b| a.slot.cmp(&b.slot));
+        // Only members that answered this round count as reachable.
+        self.statuses
+            .retain(|slot, _| polled.iter().any(|p| p.slot == *slot && p.status.is_some()));
         let now = Instant::now();
         let mut freshest: Option<(bool, String, String, Vec<MemberInfo>)> = None;
         for p in polled {
@@ -226,14 +239,10 @@ impl Controller {
                 self.statuses.remove(&p.slot);
             }
         }
-        match freshest {
-            Some((_, via, cluster_id, members)) => {
-                self.members = Some((now, via, cluster_id, members));
-            }
-            None => {
-                // Nobody answers: the deployer must not act on a stale list.
-                self.members = None;
-            }
+        // When nobody answers, the deployer keeps the last list it saw, with
+        // its age: a cluster without quorum refuses even member listing.
+        if let Some((_, via, cluster_id, members)) = freshest {
+            self.members = Some((now, via, cluster_id, members));
         }
         self.update_writable(&slots);
     }

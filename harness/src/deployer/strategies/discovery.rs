@@ -59,6 +59,8 @@ impl Discovery {
                 let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
                 // The service is rebound on the same address after a crash.
                 socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+                // The crashed instance's listener may not be dropped yet.
+                socket.set_reuseport(true).map_err(|e| e.to_string())?;
                 socket.bind(sock_addr).map_err(|e| format!("{addr}: {e}"))?;
                 socket.listen(64).map_err(|e| format!("{addr}: {e}"))
             });

@@ -1,0 +1,261 @@
+//! I2: a member joins only after it was added, with the cluster's true
+//! membership as its initial cluster.
+
+use super::model::{Model, commas, norm_url, url_set};
+use super::{Invariant, Verdict};
+use crate::trace::{EngineErrorClass, Event, EventKind, StartConfig, Trace};
+use std::collections::BTreeSet;
+
+pub const INVARIANT: Invariant = Invariant {
+    id: "I2",
+    title: "Join correctness",
+    description: "Every first start outside the genesis configuration uses \
+                  initial-cluster-state=existing, happens after its peer URL was added, and \
+                  lists exactly the peer URLs of the current membership; the engine never \
+                  refuses a join configuration.",
+    check,
+};
+
+pub fn check(trace: &Trace) -> Verdict {
+    let model = Model::new(trace);
+    let mut v = Verdict::new(&INVARIANT);
+    for (pos, e) in model.events.iter().enumerate() {
+        match &e.kind {
+            EventKind::MemberStart { slot, config }
+                if !config.member_initialized && !model.in_genesis_group(pos) =>
+            {
+                if config.initial_cluster_state != "existing" {
+                    v.violate(
+                        format!(
+                            "{slot} started without data at t={}ms with \
+                             initial-cluster-state={:?} outside the genesis configuration; a \
+                             joiner must use existing",
+                            e.t_ms, config.initial_cluster_state
+                        ),
+                        vec![e.clone()],
+                    );
+                } else {
+                    check_join(&model, pos, slot, config, &mut v);
+                }
+            }
+            EventKind::EngineError {
+                slot,
+                class,
+                message,
+            } if matches!(
+                class,
+                EngineErrorClass::MemberCountUnequal
+                    | EngineErrorClass::PeerUrlsMismatch
+                    | EngineErrorClass::LocalNameNotFound
+            ) =>
+            {
+                let mut evidence = last_start_of(model.events, pos, slot)
+                    .map(|s| vec![s.clone()])
+                    .unwrap_or_default();
+                evidence.push(e.clone());
+                v.violate(
+                    format!(
+                        "engine on {slot} refused its join configuration at t={}ms ({}): \
+                         {message}",
+                        e.t_ms,
+                        class_name(*class)
+                    ),
+                    evidence,
+                );
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+fn check_join(model: &Model, pos: usize, slot: &str, config: &StartConfig, v: &mut Verdict) {
+    let e = &model.events[pos];
+    let own = model.slot(slot).map(|s| norm_url(&s.peer_url));
+    let listed = url_set(config.initial_cluster.values().flatten());
+    let views = model.membership_views(pos);
+    let fits =
+        |urls: &BTreeSet<String>| own.as_ref().is_none_or(|o| urls.contains(o)) && *urls == listed;
+    // Only a join that no reconstruction explains is reported.
+    if views.iter().any(|view| fits(&view.members.peer_urls())) {
+        return;
+    }
+    let Some(view) = views.first() else {
+        return;
+    };
+    let members = view.members.peer_urls();
+    let mut problems = Vec::new();
+    if let Some(own) = own.as_ref().filter(|o| !members.contains(*o)) {
+        problems.push(format!("its peer URL {own} was not a member yet"));
+    }
+    let missing: Vec<&String> = members.difference(&listed).collect();
+    if !missing.is_empty() {
+        problems.push(format!("its initial-cluster lacks [{}]", commas(missing)));
+    }
+    let extra: Vec<&String> = listed.difference(&members).collect();
+    if !extra.is_empty() {
+        problems.push(format!("its initial-cluster has extra [{}]", commas(extra)));
+    }
+    let mut evidence: Vec<Event> = view
+        .base
+        .map(|b| model.events[b].clone())
+        .into_iter()
+        .collect();
+    // The latest changes replayed over the base show how it got there.
+    let skip = view.replayed.len().saturating_sub(2);
+    evidence.extend(
+        view.replayed[skip..]
+            .iter()
+            .map(|&p| model.events[p].clone()),
+    );
+    evidence.push(e.clone());
+    v.violate(
+        format!(
+            "{slot} joined at t={}ms but {} (membership: [{}])",
+            e.t_ms,
+            problems.join(" and "),
+            commas(&members)
+        ),
+        evidence,
+    );
+}
+
+fn last_start_of<'e>(events: &'e [Event], before: usize, slot: &str) -> Option<&'e Event> {
+    events[..before]
+        .iter()
+        .rev()
+        .find(|e| matches!(&e.kind, EventKind::MemberStart { slot: s, .. } if s == slot))
+}
+
+fn class_name(class: EngineErrorClass) -> String {
+    serde_json::to_value(class)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{class:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invariants::testkit::*;
+    use crate::trace::{FaultKind, MembershipOp};
+
+    #[test]
+    fn correct_deployers_pass() {
+        assert_passed(&check(&seed_join_3().finish()));
+        assert_passed(&check(&static_3().finish()));
+    }
+
+    #[test]
+    fn join_with_initial_cluster_lacking_a_member_fails() {
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 3]))
+            .ev(step_finished(2, false))
+            .finish();
+        let v = check(&t);
+        assert_violation(&v, "m3 joined at");
+        assert_violation(&v, "lacks [http://127.0.0.12:2380]");
+    }
+
+    #[test]
+    fn join_before_add_fails() {
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(step_finished(2, false))
+            .finish();
+        assert_violation(
+            &check(&t),
+            "peer URL http://127.0.0.13:2380 was not a member yet",
+        );
+    }
+
+    #[test]
+    fn join_right_after_add_passes_even_with_a_lagging_list() {
+        // m1 lists the old membership just after the add returned.
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(list(1, three()))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .finish();
+        assert_passed(&check(&t));
+    }
+
+    #[test]
+    fn join_before_any_member_list_uses_the_genesis_config() {
+        let t = TB::new()
+            .ev(step_started(0, 2))
+            .ev(started(0, false))
+            .ev(genesis(0, &[0]))
+            .ev(local(0, "a0", false))
+            .ev(call_add(1, "a1"))
+            .ev(started(1, false))
+            .ev(join(1, &[0, 1]))
+            .finish();
+        assert_passed(&check(&t));
+    }
+
+    #[test]
+    fn learner_join_and_volume_replacement_pass() {
+        use MembershipOp::*;
+        let t = static_3()
+            .ev(step_started(1, 3))
+            .ev(fault(FaultKind::LoseVolume, 2))
+            .ev(exited(2))
+            .ev(wiped(2))
+            .ev(deleted(2))
+            .ev(call_on(Remove, "a2"))
+            .ev(applied(0, Remove, "a2", 2))
+            .ev(list(0, vec![m(0, "a0"), m(1, "a1")]))
+            .ev(call_add_learner(2, "b2"))
+            .ev(list(0, vec![m(0, "a0"), m(1, "a1"), learner(2, "b2")]))
+            .ev(started(2, false))
+            .ev(join(2, &[0, 1, 2]))
+            .ev(local(2, "b2", false))
+            // The joiner replays history, including the removed member.
+            .ev(applied(2, Add, "a2", 2))
+            .ev(applied(2, Remove, "a2", 2))
+            .ev(call_on(Promote, "b2"))
+            .ev(list(0, vec![m(0, "a0"), m(1, "a1"), m(2, "b2")]))
+            .ev(step_finished(1, true))
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .finish();
+        assert_passed(&check(&t));
+    }
+
+    #[test]
+    fn new_start_outside_genesis_fails() {
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(started(3, false))
+            .ev(genesis(3, &[0, 1, 2, 3]))
+            .finish();
+        assert_violation(
+            &check(&t),
+            "initial-cluster-state=\"new\" outside the genesis",
+        );
+    }
+
+    #[test]
+    fn engine_refusal_fails() {
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(engine_error(3, EngineErrorClass::MemberCountUnequal))
+            .finish();
+        assert_violation(&check(&t), "refused its join configuration at");
+        assert_violation(&check(&t), "member-count-unequal");
+    }
+}

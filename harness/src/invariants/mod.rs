@@ -1,0 +1,88 @@
+//! Invariants: pure functions from a trace to a verdict with evidence.
+//!
+//! Adding one is one file in this folder plus one line in [`registry`].
+
+pub mod d1_durability;
+pub mod i1_single_genesis;
+pub mod i2_join;
+pub mod i3_no_orphans;
+pub mod i4_quorum;
+pub mod i5_restart_identity;
+pub mod i6_data_loss;
+pub mod i7_scale_in;
+pub mod i8_unique_urls;
+pub mod model;
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
+mod testkit;
+
+use crate::trace::{Event, Trace};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One way the trace breaks an invariant, with the events that prove it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub message: String,
+    pub evidence: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub invariant: String,
+    pub title: String,
+    pub violations: Vec<Violation>,
+    /// Measurements made while checking (for example unavailability windows).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Verdict {
+    pub fn new(invariant: &Invariant) -> Self {
+        Verdict {
+            invariant: invariant.id.to_string(),
+            title: invariant.title.to_string(),
+            violations: Vec::new(),
+            metrics: BTreeMap::new(),
+        }
+    }
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+    pub fn violate(&mut self, message: impl Into<String>, evidence: Vec<Event>) {
+        self.violations.push(Violation {
+            message: message.into(),
+            evidence,
+        });
+    }
+}
+
+/// A registered invariant.
+pub struct Invariant {
+    /// Short stable identifier, e.g. "I1".
+    pub id: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub check: fn(&Trace) -> Verdict,
+}
+
+/// Every invariant, in report order.
+pub fn registry() -> &'static [Invariant] {
+    &[
+        i1_single_genesis::INVARIANT,
+        i2_join::INVARIANT,
+        i3_no_orphans::INVARIANT,
+        i4_quorum::INVARIANT,
+        i5_restart_identity::INVARIANT,
+        i6_data_loss::INVARIANT,
+        i7_scale_in::INVARIANT,
+        i8_unique_urls::INVARIANT,
+        d1_durability::INVARIANT,
+    ]
+}
+
+/// Runs every registered invariant over a trace.
+pub fn check_all(trace: &Trace) -> Vec<Verdict> {
+    registry().iter().map(|inv| (inv.check)(trace)).collect()
+}
