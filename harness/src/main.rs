@@ -75,7 +75,7 @@ struct RunArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Runs at a time.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 16)]
     jobs: usize,
     /// Seed for every random choice.
     #[arg(long)]

@@ -3,10 +3,10 @@
 
 use raftcert::deployer::strategies;
 use raftcert::deployer::{Action, Deployer, DeployerError, Observation};
-use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
 use raftcert::engine::EngineKind;
 use raftcert::engine::provision;
 use raftcert::scenario::model::Suite;
+use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,9 @@ async fn a_panic_mid_run_leaves_nothing_behind() {
         strategy: StrategyChoice::Custom {
             name: "panics".into(),
             factory: Arc::new(|ctx| {
-                let inner = strategies::find("static").expect("static strategy").build(ctx);
+                let inner = strategies::find("static")
+                    .expect("static strategy")
+                    .build(ctx);
                 Box::new(PanicsAfterBootstrap { inner, calls: 0 })
             }),
         },
@@ -133,7 +135,10 @@ async fn a_panic_mid_run_leaves_nothing_behind() {
         .into_iter()
         .filter(|d| !before.contains(d))
         .collect::<Vec<_>>();
-    assert!(data_dir.is_empty(), "temporary directories left: {data_dir:?}");
+    assert!(
+        data_dir.is_empty(),
+        "temporary directories left: {data_dir:?}"
+    );
     for addr in addresses_in_trace(&dir.join("trace.jsonl")) {
         assert!(TcpListener::bind(&addr).is_ok(), "{addr} still bound");
     }
@@ -146,7 +151,13 @@ fn ctrl_c_of_the_cli_leaves_nothing_behind() {
     let out = output_dir().join("cleanup-ctrl-c");
     let _ = std::fs::remove_dir_all(&out);
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftcert"))
-        .args(["run", "--strategy", "seed-join", "--scenario", "scale-out-1-3-5"])
+        .args([
+            "run",
+            "--strategy",
+            "seed-join",
+            "--scenario",
+            "scale-out-1-3-5",
+        ])
         .args(["--engine", "etcd@3.5.1", "--no-tls-pass", "--out"])
         .arg(&out)
         .stdout(Stdio::null())

@@ -21,6 +21,7 @@ const SCENARIOS: &[&str] = &[
     "volume-loss",
     "first-member-lost-mid-scale-out",
     "deployer-crash-mid-scale-out",
+    "leader-killed-follower-frozen",
 ];
 
 #[test]
@@ -45,7 +46,8 @@ async fn correct_strategy_passes(
         "pod-loss",
         "volume-loss",
         "first-member-lost-mid-scale-out",
-        "deployer-crash-mid-scale-out"
+        "deployer-crash-mid-scale-out",
+        "leader-killed-follower-frozen"
     )]
     scenario: &str,
     #[values("seed-join", "static", "discovery", "learner")] strategy: &str,

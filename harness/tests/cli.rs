@@ -1,0 +1,152 @@
+//! The command line's contract: bad input is one line and exit code 2,
+//! a saved trace re-checks offline, failures exit 1.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn raftcert(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .args(args)
+        .output()
+        .expect("run raftcert")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn malformed_suite_is_one_line_with_its_position_and_exit_2() {
+    let dir = scratch("cli-bad-suite");
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "suite: x\nscenarios:\n  - name: a\n    steps:\n      - bootstrap: 3\n      - scale: 5\n        settle: 10q\n",
+    )
+    .expect("write suite");
+    let out = raftcert(&["run", "--suite", path.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let expected = format!("{}:7:17: bad duration \"10q\"", path.display());
+    assert!(lines[0].contains(&expected), "{}", lines[0]);
+}
+
+#[test]
+fn a_step_with_two_actions_is_rejected_at_its_position() {
+    let dir = scratch("cli-two-actions");
+    let path = dir.join("two.yaml");
+    std::fs::write(
+        &path,
+        "suite: x\nscenarios:\n  - name: a\n    steps:\n      - bootstrap: 3\n        restart: 1\n",
+    )
+    .expect("write suite");
+    let out = raftcert(&["run", "--suite", path.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(":5:9: a step has exactly one action"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn unknown_strategy_and_engine_exit_2() {
+    let out = raftcert(&["run", "--strategy", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("unknown strategy \"nope\""),
+        "{}",
+        lines[0]
+    );
+
+    let out = raftcert(&["run", "--engine", "zookeeper"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown engine"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_run_writes_its_report_and_its_trace_rechecks_offline() {
+    let out_dir = scratch("cli-run-check");
+    let out = raftcert(&[
+        "run",
+        "--strategy",
+        "static",
+        "--scenario",
+        "bootstrap-3",
+        "--engine",
+        "etcd@3.5.1",
+        "--out",
+        out_dir.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("bootstrap-3"), "{stdout}");
+    assert!(stdout.contains("1 run: 1 passed"), "{stdout}");
+    for file in ["results.json", "junit.xml", "report.md"] {
+        assert!(out_dir.join(file).is_file(), "{file} missing");
+    }
+    let trace = out_dir.join("runs/bootstrap-3-static-3.5.1/trace.jsonl");
+    let check = raftcert(&["check", trace.to_str().expect("utf-8 path")]);
+    assert_eq!(check.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("I1") && text.contains("pass"), "{text}");
+    let dir_check = raftcert(&["check", out_dir.to_str().expect("utf-8 path")]);
+    assert_eq!(dir_check.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&dir_check.stdout).contains("reproduced"));
+}
+
+#[test]
+fn a_caught_bug_exits_1_and_its_violation_reproduces_offline() {
+    let out_dir = scratch("cli-broken");
+    let out = raftcert(&[
+        "run",
+        "--strategy",
+        "broken-all-new-alone",
+        "--scenario",
+        "bootstrap-1",
+        "--scenario",
+        "bootstrap-3",
+        "--engine",
+        "etcd@3.5.1",
+        "--out",
+        out_dir.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    let trace = out_dir.join("runs/bootstrap-3-broken-all-new-alone-3.5.1/trace.jsonl");
+    let check = raftcert(&["check", trace.to_str().expect("utf-8 path")]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("I1  FAIL"));
+    let dir_check = raftcert(&["check", out_dir.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&dir_check.stdout);
+    assert!(
+        text.contains("reproduced") && !text.contains("DIFFERS"),
+        "{text}"
+    );
+}
