@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod deployer;
 pub mod engine;
+pub mod gallery;
 pub mod invariants;
 pub mod matrix;
 pub mod report;

@@ -38,6 +38,8 @@ enum Command {
         /// A trace.jsonl, or a report directory holding results.json.
         path: PathBuf,
     },
+    /// Run every bad deployer of the bug gallery and print what caught it.
+    Gallery(GalleryArgs),
     /// Show suites, strategies, engines and invariants.
     List,
     /// List engines, and provision the ones named.
@@ -53,6 +55,13 @@ struct RunArgs {
     /// Strategies to run (repeatable); default: every correct built-in one.
     #[arg(long = "strategy", value_name = "NAME")]
     strategies: Vec<String>,
+    /// An external deployer command speaking protocol v1 (repeatable), e.g.
+    /// 'python3 fixtures/deployers/example.py'.
+    #[arg(long = "deployer", value_name = "COMMAND")]
+    deployers: Vec<String>,
+    /// How long an external deployer may take to answer one request.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    deployer_timeout: String,
     /// Suite file; default: the built-in conformance suite.
     #[arg(long)]
     suite: Option<PathBuf>,
@@ -78,6 +87,33 @@ struct RunArgs {
     #[arg(long, default_value_t = 16)]
     jobs: usize,
     /// Seed for every random choice.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct GalleryArgs {
+    /// Directory of bad deployers with `# raftcert-gallery:` headers.
+    #[arg(long, default_value = "fixtures/deployers/bugs")]
+    dir: PathBuf,
+    /// Directory of the suite files the headers name.
+    #[arg(long, default_value = "suites")]
+    suites: PathBuf,
+    #[arg(long, value_name = "ENGINE", default_value = "etcd@3.5.1")]
+    engine: String,
+    /// Report directory; default: raftcert-out/gallery-<run-id>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    jobs: usize,
+    /// Also write the detection matrix to this file (e.g. docs/detection.md).
+    #[arg(long)]
+    doc: Option<PathBuf>,
+    /// Also run every correct deployer (built-in strategies and
+    /// fixtures/deployers/example.*) over the conformance suite this many
+    /// times, and report the false-alarm rate.
+    #[arg(long, default_value_t = 0)]
+    false_alarm_runs: u32,
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -150,6 +186,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Some(Command::Run(args)) => run(args).await,
         Some(Command::Check { path }) => check(&path),
+        Some(Command::Gallery(args)) => gallery(args).await,
         Some(Command::List) => list(),
         Some(Command::Engines { provision }) => engines(provision).await,
     }
@@ -199,33 +236,52 @@ async fn provision_all(wanted: &[(EngineKind, String)]) -> anyhow::Result<Vec<En
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let suite = match &args.suite {
+    let suite = Arc::new(match &args.suite {
         Some(path) => Suite::load(path).map_err(|e| bad(e.to_string()))?,
         None => Suite::builtin().map_err(|e| bad(e.to_string()))?,
-    };
-    let strategies: Vec<StrategyChoice> = if args.strategies.is_empty() {
-        strategies::registry()
-            .iter()
-            .filter(|s| s.correct)
-            .map(StrategyChoice::Builtin)
-            .collect()
-    } else {
-        args.strategies
-            .iter()
-            .map(|name| {
-                strategies::find(name)
-                    .map(StrategyChoice::Builtin)
-                    .ok_or_else(|| {
-                        let known: Vec<&str> =
-                            strategies::registry().iter().map(|s| s.name).collect();
-                        bad(format!(
-                            "unknown strategy {name:?} (known: {})",
-                            known.join(", ")
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?
-    };
+    });
+    let deployer_timeout =
+        raftcert::util::parse_duration(&args.deployer_timeout).ok_or_else(|| {
+            bad(format!(
+                "bad --deployer-timeout {:?}: expected e.g. 500ms, 10s",
+                args.deployer_timeout
+            ))
+        })?;
+    let mut strategies: Vec<StrategyChoice> =
+        if args.strategies.is_empty() && !args.deployers.is_empty() {
+            Vec::new()
+        } else if args.strategies.is_empty() {
+            strategies::registry()
+                .iter()
+                .filter(|s| s.correct)
+                .map(StrategyChoice::Builtin)
+                .collect()
+        } else {
+            args.strategies
+                .iter()
+                .map(|name| {
+                    strategies::find(name)
+                        .map(StrategyChoice::Builtin)
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                strategies::registry().iter().map(|s| s.name).collect();
+                            bad(format!(
+                                "unknown strategy {name:?} (known: {})",
+                                known.join(", ")
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        };
+    for command in &args.deployers {
+        if command.trim().is_empty() {
+            return Err(bad("empty --deployer command"));
+        }
+        strategies.push(StrategyChoice::External {
+            command: command.clone(),
+            timeout: deployer_timeout,
+        });
+    }
     let engines = provision_all(&parse_engines(&args.engines)?).await?;
     let mut scenarios: Vec<_> = suite
         .scenarios
@@ -251,6 +307,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         for strategy in &strategies {
             for scenario in &scenarios {
                 entries.push(MatrixEntry {
+                    suite: suite.clone(),
                     scenario: scenario.clone(),
                     strategy: strategy.clone(),
                     engine: engine.clone(),
@@ -260,7 +317,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // The default run also proves the suite with TLS on, for one strategy.
-    let default_run = args.strategies.is_empty() && !args.tls && !args.no_tls_pass;
+    let default_run =
+        args.strategies.is_empty() && args.deployers.is_empty() && !args.tls && !args.no_tls_pass;
     if default_run
         && let (Some(engine), Some(strategy)) = (
             engines.first(),
@@ -269,6 +327,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         for scenario in &scenarios {
             entries.push(MatrixEntry {
+                suite: suite.clone(),
                 scenario: scenario.clone(),
                 strategy: strategy.clone(),
                 engine: engine.clone(),
@@ -294,16 +353,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         out.display()
     );
     let listener = progress_listener(entries.len() as u64);
-    let report = matrix::run_matrix(
-        Arc::new(suite),
-        entries,
-        &out,
-        &run_id,
-        seed,
-        args.jobs,
-        listener,
-    )
-    .await;
+    let report = matrix::run_matrix(entries, &out, &run_id, seed, args.jobs, listener).await;
     report::write_all(&out, &report).map_err(|e| anyhow!("writing the report: {e}"))?;
     println!("{}", report::render_table(&report));
     println!("report: {}", out.display());
@@ -552,4 +602,178 @@ async fn engines(to_provision: Vec<String>) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Correct external deployers shipped with raftcert.
+fn example_deployers() -> Vec<String> {
+    let mut found = Vec::new();
+    for (file, interpreter) in [("example.py", "python3"), ("example.sh", "sh")] {
+        let path = Path::new("fixtures/deployers").join(file);
+        if path.is_file() {
+            found.push(format!("{interpreter} {}", path.display()));
+        }
+    }
+    found
+}
+
+async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
+    let entries = raftcert::gallery::discover(&args.dir).map_err(|e| bad(e.to_string()))?;
+    let engines = provision_all(&parse_engines(std::slice::from_ref(&args.engine))?).await?;
+    let Some(engine) = engines.first().cloned() else {
+        return Err(bad("no engine"));
+    };
+    let mut suites: BTreeMap<String, Arc<Suite>> = BTreeMap::new();
+    let mut matrix_entries = Vec::new();
+    for entry in &entries {
+        let suite = match suites.get(&entry.suite_file) {
+            Some(s) => s.clone(),
+            None => {
+                let loaded = Arc::new(
+                    Suite::load(&args.suites.join(&entry.suite_file))
+                        .map_err(|e| bad(e.to_string()))?,
+                );
+                suites.insert(entry.suite_file.clone(), loaded.clone());
+                loaded
+            }
+        };
+        let scenario = suite
+            .scenarios
+            .iter()
+            .find(|s| s.name == entry.scenario)
+            .cloned()
+            .ok_or_else(|| {
+                bad(format!(
+                    "{}: scenario {:?} is not in {}",
+                    entry.path.display(),
+                    entry.scenario,
+                    entry.suite_file
+                ))
+            })?;
+        matrix_entries.push(MatrixEntry {
+            suite,
+            scenario,
+            strategy: StrategyChoice::External {
+                command: entry.command.clone(),
+                timeout: raftcert::deployer::external::DEFAULT_REPLY_TIMEOUT,
+            },
+            engine: engine.clone(),
+            tls: false,
+        });
+    }
+    let gallery_runs = matrix_entries.len();
+    // The false-alarm pass: correct deployers over the conformance suite.
+    let conformance = Arc::new(Suite::builtin().map_err(|e| bad(e.to_string()))?);
+    let mut correct: Vec<StrategyChoice> = strategies::registry()
+        .iter()
+        .filter(|s| s.correct)
+        .map(StrategyChoice::Builtin)
+        .collect();
+    for command in example_deployers() {
+        correct.push(StrategyChoice::External {
+            command,
+            timeout: raftcert::deployer::external::DEFAULT_REPLY_TIMEOUT,
+        });
+    }
+    for _ in 0..args.false_alarm_runs {
+        for strategy in &correct {
+            for scenario in &conformance.scenarios {
+                matrix_entries.push(MatrixEntry {
+                    suite: conformance.clone(),
+                    scenario: scenario.clone(),
+                    strategy: strategy.clone(),
+                    engine: engine.clone(),
+                    tls: false,
+                });
+            }
+        }
+    }
+    let run_id = matrix::new_run_id();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("raftcert-out").join(format!("gallery-{run_id}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    eprintln!(
+        "raftcert gallery: {} bad deployers{}, {} runs at a time, report in {}",
+        entries.len(),
+        if args.false_alarm_runs > 0 {
+            format!(
+                ", plus {} correct deployers x {} scenarios x {} repetitions",
+                correct.len(),
+                conformance.scenarios.len(),
+                args.false_alarm_runs
+            )
+        } else {
+            String::new()
+        },
+        args.jobs,
+        out.display()
+    );
+    let listener = progress_listener(matrix_entries.len() as u64);
+    let seed = args.seed.unwrap_or_else(raftcert::util::unique_suffix);
+    let report = matrix::run_matrix(matrix_entries, &out, &run_id, seed, args.jobs, listener).await;
+    report::write_all(&out, &report).map_err(|e| anyhow!("writing the report: {e}"))?;
+    let detections: Vec<raftcert::gallery::Detection> = entries
+        .iter()
+        .cloned()
+        .zip(report.runs.iter().take(gallery_runs).cloned())
+        .map(|(entry, result)| raftcert::gallery::Detection { entry, result })
+        .collect();
+    let mut false_alarms = raftcert::gallery::FalseAlarms {
+        repetitions: args.false_alarm_runs,
+        rows: Vec::new(),
+    };
+    for strategy in &correct {
+        let name = strategy.name();
+        let runs: Vec<&raftcert::report::RunResult> = report
+            .runs
+            .iter()
+            .skip(gallery_runs)
+            .filter(|r| r.strategy == name)
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let bad_runs: Vec<&&raftcert::report::RunResult> = runs
+            .iter()
+            .filter(|r| r.status != RunStatus::Pass)
+            .collect();
+        let examples = bad_runs
+            .iter()
+            .take(3)
+            .map(|r| {
+                format!(
+                    "{} ({}): {}",
+                    r.scenario,
+                    r.trace,
+                    r.headline().unwrap_or_default()
+                )
+            })
+            .collect();
+        false_alarms.rows.push((
+            name,
+            engine.version.clone(),
+            runs.len() as u32,
+            bad_runs.len() as u32,
+            examples,
+        ));
+    }
+    let table = raftcert::gallery::render_table(&detections);
+    println!("{table}");
+    let markdown = raftcert::gallery::render_markdown(&detections, &false_alarms, &run_id);
+    std::fs::write(out.join("detection.md"), &markdown).context("writing detection.md")?;
+    if let Some(doc) = &args.doc {
+        std::fs::write(doc, &markdown).with_context(|| format!("writing {}", doc.display()))?;
+    }
+    for (strategy, version, runs, bad_count, _) in &false_alarms.rows {
+        println!("false alarms: {strategy} @ {version}: {bad_count} of {runs} runs not passing");
+    }
+    println!("report: {}", out.display());
+    let all_caught = detections.iter().all(|d| d.caught());
+    let no_false_alarm = false_alarms.rows.iter().all(|r| r.3 == 0);
+    Ok(if all_caught && no_false_alarm {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

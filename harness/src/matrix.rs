@@ -11,6 +11,7 @@ use std::time::Instant;
 /// One cell of the matrix.
 #[derive(Clone)]
 pub struct MatrixEntry {
+    pub suite: Arc<Suite>,
     pub scenario: Scenario,
     pub strategy: StrategyChoice,
     pub engine: EngineInstall,
@@ -56,7 +57,6 @@ pub fn new_run_id() -> String {
 
 /// Runs every entry, at most `jobs` at a time, writing traces under `out`.
 pub async fn run_matrix(
-    suite: Arc<Suite>,
     entries: Vec<MatrixEntry>,
     out: &Path,
     run_id: &str,
@@ -68,15 +68,21 @@ pub async fn run_matrix(
     let started_at = crate::util::utc_timestamp();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut handles = Vec::new();
+    let mut used_dirs = std::collections::BTreeSet::new();
     for (index, entry) in entries.into_iter().enumerate() {
-        let rel_dir = run_dir_name(
+        let mut rel_dir = run_dir_name(
             &entry.scenario.name,
             &entry.strategy.name(),
             &entry.engine,
             entry.tls,
         );
+        // Repeated runs of one cell get their own directories.
+        if !used_dirs.insert(rel_dir.clone()) {
+            rel_dir = format!("{rel_dir}-{index:04}");
+            used_dirs.insert(rel_dir.clone());
+        }
         let spec = RunSpec {
-            suite: suite.clone(),
+            suite: entry.suite.clone(),
             scenario: entry.scenario.clone(),
             strategy: entry.strategy.clone(),
             engine: entry.engine.clone(),

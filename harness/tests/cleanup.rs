@@ -8,7 +8,6 @@ use raftcert::engine::provision;
 use raftcert::scenario::model::Suite;
 use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -51,6 +50,22 @@ fn temp_dirs_with_prefix(prefix: &str) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Asserts no process holds a socket on the address. Connections the
+/// kernel keeps in TIME-WAIT after their process is gone are normal TCP and
+/// belong to no process.
+fn assert_free(addr: &str) {
+    let out = Command::new("ss")
+        .args(["-Htan", "src", addr])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let held: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("TIME-WAIT"))
+        .collect();
+    assert!(held.is_empty(), "{addr} still in use: {held:#?}");
 }
 
 /// Peer and client addresses of every slot in a trace's header.
@@ -140,7 +155,7 @@ async fn a_panic_mid_run_leaves_nothing_behind() {
         "temporary directories left: {data_dir:?}"
     );
     for addr in addresses_in_trace(&dir.join("trace.jsonl")) {
-        assert!(TcpListener::bind(&addr).is_ok(), "{addr} still bound");
+        assert_free(&addr);
     }
     let left = processes_mentioning(&format!("raftcert-run-{}-", std::process::id()));
     assert!(left.is_empty(), "processes left: {left:?}");
@@ -198,6 +213,6 @@ fn ctrl_c_of_the_cli_leaves_nothing_behind() {
     let dirs = temp_dirs_with_prefix(&format!("raftcert-run-{pid}-"));
     assert!(dirs.is_empty(), "temporary directories left: {dirs:?}");
     for addr in addresses_in_trace(&trace) {
-        assert!(TcpListener::bind(&addr).is_ok(), "{addr} still bound");
+        assert_free(&addr);
     }
 }

@@ -37,11 +37,67 @@ pub fn output_dir() -> PathBuf {
         .join("raftcert-test-runs")
 }
 
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Makes sure a command-line tool exists, installing its Debian package
+/// when running as root (as CI does); panics with a clear message if not.
+pub fn ensure_tool(tool: &str, package: &str) {
+    let present = |t: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {t} >/dev/null 2>&1")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present(tool) {
+        return;
+    }
+    let installed = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "[ \"$(id -u)\" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package} >/dev/null 2>&1"
+            ),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed && present(tool),
+        "{tool} is needed; install the Debian package {package}"
+    );
+}
+
 /// Runs one scenario of `suite` with a built-in strategy.
 pub async fn run(
     suite: &str,
     scenario: &str,
     strategy: &str,
+    version: &str,
+    tls: bool,
+) -> RunResult {
+    let info = strategies::find(strategy).unwrap_or_else(|| panic!("no strategy {strategy}"));
+    run_with(suite, scenario, StrategyChoice::Builtin(info), version, tls).await
+}
+
+/// Runs one scenario of `suite` with an external deployer command, from
+/// the repository's root.
+pub async fn run_external(suite: &str, scenario: &str, command: &str, version: &str) -> RunResult {
+    let root = repo_root();
+    let command = format!("cd {} && {command}", root.display());
+    let strategy = StrategyChoice::External {
+        command,
+        timeout: raftcert::deployer::external::DEFAULT_REPLY_TIMEOUT,
+    };
+    run_with(suite, scenario, strategy, version, false).await
+}
+
+/// Runs one scenario of `suite` with any deployer.
+pub async fn run_with(
+    suite: &str,
+    scenario: &str,
+    strategy: StrategyChoice,
     version: &str,
     tls: bool,
 ) -> RunResult {
@@ -52,19 +108,18 @@ pub async fn run(
         .find(|s| s.name == scenario)
         .cloned()
         .unwrap_or_else(|| panic!("no scenario {scenario}"));
-    let info = strategies::find(strategy).unwrap_or_else(|| panic!("no strategy {strategy}"));
     let engine = etcd(version).await;
     let rel_dir = format!(
         "{}-{}-{}{}",
         scenario.name,
-        strategy,
+        strategy.name(),
         version,
         if tls { "-tls" } else { "" }
     );
     let spec = RunSpec {
         suite: suite.clone(),
         scenario,
-        strategy: StrategyChoice::Builtin(info),
+        strategy,
         engine,
         tls,
         seed: raftcert::util::unique_suffix(),

@@ -2,6 +2,7 @@
 
 pub mod cleanup;
 pub mod process;
+pub mod spawner;
 
 use crate::deployer::{ExitInfo, Phase, Spec};
 use crate::trace::{FaultKind, SlotInfo};

@@ -50,7 +50,11 @@ impl AddressPlan {
             let plan = AddressPlan {
                 prefix: format!("127.{a}.{b}"),
             };
-            let mut addrs = vec![format!("{}:10261", plan.service_ip())];
+            let mut addrs = vec![format!(
+                "{}:{}",
+                plan.service_ip(),
+                crate::deployer::SERVICE_PORT
+            )];
             for ord in 0..members {
                 let ip = plan.member_ip(ord);
                 addrs.push(format!("{ip}:{PEER_PORT}"));
@@ -171,7 +175,13 @@ impl ProcessBackend {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }
-        let mut child = cmd.spawn().map_err(|source| BackendError::Spawn {
+        let handle = tokio::runtime::Handle::current();
+        let spawned = super::spawner::on_spawner_thread(move || {
+            // tokio registers the child with this runtime's reaper.
+            let _guard = handle.enter();
+            cmd.spawn()
+        });
+        let mut child = spawned.map_err(|source| BackendError::Spawn {
             slot: name.clone(),
             command: spec.command.clone(),
             source,

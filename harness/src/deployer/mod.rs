@@ -5,6 +5,7 @@
 //! [`Action`]s it returns. Built-in strategies implement [`Deployer`] in
 //! process; external deployers speak the same types as JSON.
 
+pub mod external;
 pub mod strategies;
 
 use crate::trace::MemberInfo;
@@ -123,6 +124,12 @@ pub struct EngineView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub ip: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembersView {
     pub cluster_id: String,
     /// Through which slot the list was read.
@@ -136,8 +143,13 @@ pub struct MembersView {
 pub struct Observation {
     pub protocol: u32,
     pub engine: EngineView,
+    /// Counts reconciles from 1 within one deployer's life.
+    pub seq: u64,
     /// A cluster token unique to this run.
     pub token: String,
+    /// A loopback address and port reserved for the deployer, where it may
+    /// serve its members (a discovery service, for example).
+    pub service: ServiceView,
     pub desired_replicas: u32,
     pub slots: Vec<SlotView>,
     /// The member list as last observed (`age_ms` tells how old); `None`
@@ -213,4 +225,10 @@ pub trait Deployer: Send {
 pub struct DeployerContext {
     /// A loopback address reserved for this run, e.g. "127.40.7.1".
     pub service_ip: String,
+    pub service_port: u16,
+    /// Where a deployer process writes its standard error.
+    pub log_dir: std::path::PathBuf,
 }
+
+/// The port reserved for a deployer's service (tidb-operator's discovery port).
+pub const SERVICE_PORT: u16 = 10261;

@@ -243,9 +243,9 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     fn options(&self) -> ConnectOptions {
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(self.timeout)
-            .with_timeout(self.timeout);
+        // No channel-wide request timeout: each call sets its own, so that
+        // membership calls can wait longer than status polls.
+        let mut opts = ConnectOptions::new().with_connect_timeout(self.timeout);
         if let Some(tls) = &self.tls {
             opts = opts.with_tls(
                 TlsOptions::new()
@@ -293,6 +293,14 @@ impl MemberClient {
         &self.endpoint
     }
 
+    /// The same connection with another per-call timeout.
+    pub fn with_call_timeout(&self, timeout: Duration) -> Self {
+        MemberClient {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     async fn timed<T, F>(&self, fut: F) -> Result<T, ClientError>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -326,46 +334,55 @@ impl MemberClient {
     }
 
     /// Returns the cluster ID and the members.
-    pub async fn member_list(&self) -> Result<(String, Vec<MemberInfo>), ClientError> {
+    pub async fn member_list(&self) -> Result<Membership, ClientError> {
         let mut c = self.client.clone();
         let resp = self.timed(c.member_list()).await?;
         let cluster_id = resp
             .header()
             .map(|h| hex_id(h.cluster_id()))
             .unwrap_or_default();
-        let mut members: Vec<MemberInfo> = resp
-            .members()
-            .iter()
-            .map(|m| MemberInfo {
-                id: hex_id(m.id()),
-                name: m.name().to_string(),
-                peer_urls: m.peer_urls().to_vec(),
-                client_urls: m.client_urls().to_vec(),
-                is_learner: m.is_learner(),
-            })
-            .collect();
-        members.sort_by(|a, b| a.peer_urls.cmp(&b.peer_urls));
-        Ok((cluster_id, members))
+        Ok((cluster_id, members_of(resp.members())))
     }
 
-    /// Returns the new member's ID.
-    pub async fn member_add(&self, peer_url: &str, learner: bool) -> Result<String, ClientError> {
+    /// Returns the new member's ID and the membership after the change.
+    pub async fn member_add(
+        &self,
+        peer_url: &str,
+        learner: bool,
+    ) -> Result<(String, Membership), ClientError> {
         let mut c = self.client.clone();
         let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
         let resp = self
             .timed(c.member_add([peer_url.to_string()], opts))
             .await?;
-        Ok(resp.member().map(|m| hex_id(m.id())).unwrap_or_default())
+        let cluster_id = resp
+            .header()
+            .map(|h| hex_id(h.cluster_id()))
+            .unwrap_or_default();
+        let id = resp.member().map(|m| hex_id(m.id())).unwrap_or_default();
+        Ok((id, (cluster_id, members_of(resp.member_list()))))
     }
 
-    pub async fn member_remove(&self, id: u64) -> Result<(), ClientError> {
+    /// Returns the membership after the change.
+    pub async fn member_remove(&self, id: u64) -> Result<Membership, ClientError> {
         let mut c = self.client.clone();
-        self.timed(c.member_remove(id)).await.map(|_| ())
+        let resp = self.timed(c.member_remove(id)).await?;
+        let cluster_id = resp
+            .header()
+            .map(|h| hex_id(h.cluster_id()))
+            .unwrap_or_default();
+        Ok((cluster_id, members_of(resp.members())))
     }
 
-    pub async fn member_promote(&self, id: u64) -> Result<(), ClientError> {
+    /// Returns the membership after the change.
+    pub async fn member_promote(&self, id: u64) -> Result<Membership, ClientError> {
         let mut c = self.client.clone();
-        self.timed(c.member_promote(id)).await.map(|_| ())
+        let resp = self.timed(c.member_promote(id)).await?;
+        let cluster_id = resp
+            .header()
+            .map(|h| hex_id(h.cluster_id()))
+            .unwrap_or_default();
+        Ok((cluster_id, members_of(resp.members())))
     }
 
     pub async fn put(&self, key: &str, value: &str) -> Result<(), ClientError> {
@@ -390,6 +407,24 @@ impl MemberClient {
             })
             .collect())
     }
+}
+
+/// A cluster ID and its members, sorted by peer URL.
+pub type Membership = (String, Vec<MemberInfo>);
+
+fn members_of(members: &[etcd_client::Member]) -> Vec<MemberInfo> {
+    let mut out: Vec<MemberInfo> = members
+        .iter()
+        .map(|m| MemberInfo {
+            id: hex_id(m.id()),
+            name: m.name().to_string(),
+            peer_urls: m.peer_urls().to_vec(),
+            client_urls: m.client_urls().to_vec(),
+            is_learner: m.is_learner(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.peer_urls.cmp(&b.peer_urls));
+    out
 }
 
 /// Parses a hex member ID as etcd prints it.

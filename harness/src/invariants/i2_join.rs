@@ -49,9 +49,19 @@ pub fn check(trace: &Trace) -> Verdict {
                     | EngineErrorClass::LocalNameNotFound
             ) =>
             {
-                let mut evidence = last_start_of(model.events, pos, slot)
-                    .map(|s| vec![s.clone()])
-                    .unwrap_or_default();
+                let refused = last_start_of(model.events, pos, slot);
+                // A peer that is itself restarting answers with the membership
+                // of its last snapshot until it has replayed its WAL; a join
+                // refused then and accepted later with the same configuration
+                // was right all along.
+                let transient = *class != EngineErrorClass::LocalNameNotFound
+                    && refused.is_some_and(|start| {
+                        joined_later_with_same_config(model.events, pos, slot, start)
+                    });
+                if transient {
+                    continue;
+                }
+                let mut evidence = refused.map(|s| vec![s.clone()]).unwrap_or_default();
                 evidence.push(e.clone());
                 v.violate(
                     format!(
@@ -67,6 +77,39 @@ pub fn check(trace: &Trace) -> Verdict {
         }
     }
     v
+}
+
+/// Whether `slot` later started with the same bootstrap configuration as
+/// `refused` and that start produced a member.
+fn joined_later_with_same_config(
+    events: &[Event],
+    pos: usize,
+    slot: &str,
+    refused: &Event,
+) -> bool {
+    let EventKind::MemberStart {
+        config: refused_config,
+        ..
+    } = &refused.kind
+    else {
+        return false;
+    };
+    let mut same_start_pending = false;
+    for e in &events[pos + 1..] {
+        match &e.kind {
+            EventKind::MemberStart { slot: s, config } if s == slot => {
+                same_start_pending = !config.member_initialized
+                    && config.initial_cluster == refused_config.initial_cluster
+                    && config.initial_cluster_state == refused_config.initial_cluster_state;
+            }
+            EventKind::LocalMember { slot: s, .. } if s == slot && same_start_pending => {
+                return true;
+            }
+            EventKind::DataWiped { slot: s } if s == slot => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn check_join(model: &Model, pos: usize, slot: &str, config: &StartConfig, v: &mut Verdict) {
@@ -158,6 +201,40 @@ mod tests {
         let v = check(&t);
         assert_violation(&v, "m3 joined at");
         assert_violation(&v, "lacks [http://127.0.0.12:2380]");
+    }
+
+    #[test]
+    fn refusal_by_a_restarting_peer_then_the_same_join_succeeding_passes() {
+        // m0 was restarting and answered with its snapshot's membership; the
+        // same configuration joined a moment later.
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(engine_error(3, EngineErrorClass::MemberCountUnequal))
+            .ev(exited(3))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(local(3, "a3", false))
+            .finish();
+        assert_passed(&check(&t));
+    }
+
+    #[test]
+    fn refusal_repeated_until_the_end_fails() {
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(engine_error(3, EngineErrorClass::MemberCountUnequal))
+            .ev(exited(3))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(engine_error(3, EngineErrorClass::MemberCountUnequal))
+            .finish();
+        assert_violation(&check(&t), "refused its join configuration");
     }
 
     #[test]

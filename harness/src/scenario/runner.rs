@@ -41,6 +41,11 @@ pub enum StrategyChoice {
         name: String,
         factory: DeployerFactory,
     },
+    /// A deployer process speaking protocol v1.
+    External {
+        command: String,
+        timeout: Duration,
+    },
 }
 
 impl StrategyChoice {
@@ -48,12 +53,24 @@ impl StrategyChoice {
         match self {
             StrategyChoice::Builtin(info) => info.name.to_string(),
             StrategyChoice::Custom { name, .. } => name.clone(),
+            StrategyChoice::External { command, .. } => {
+                crate::deployer::external::short_name(command)
+            }
         }
     }
-    fn build(&self, ctx: &DeployerContext) -> Box<dyn Deployer> {
+    fn build(&self, ctx: &DeployerContext) -> Result<Box<dyn Deployer>, RunAbort> {
         match self {
-            StrategyChoice::Builtin(info) => info.build(ctx),
-            StrategyChoice::Custom { factory, .. } => factory(ctx),
+            StrategyChoice::Builtin(info) => Ok(info.build(ctx)),
+            StrategyChoice::Custom { factory, .. } => Ok(factory(ctx)),
+            StrategyChoice::External { command, timeout } => {
+                crate::deployer::external::ExternalDeployer::spawn(
+                    command,
+                    &ctx.log_dir.join("deployer.log"),
+                    *timeout,
+                )
+                .map(|d| Box::new(d) as Box<dyn Deployer>)
+                .map_err(|e| RunAbort::Deployer(e.to_string()))
+            }
         }
     }
 }
@@ -111,6 +128,8 @@ struct Controller {
     members: Option<(Instant, String, String, Vec<MemberInfo>)>,
     results: Vec<ActionResult>,
     last_actions: usize,
+    /// Reconciles of the current deployer instance.
+    reconciles: u64,
     rng: u64,
     /// Clients of members that can take writes, for the workload.
     writable: Arc<Mutex<Vec<MemberClient>>>,
@@ -143,8 +162,13 @@ impl Controller {
     fn observation(&self) -> Observation {
         Observation {
             protocol: PROTOCOL_VERSION,
+            seq: self.reconciles,
             engine: self.engine.clone(),
             token: self.token.clone(),
+            service: crate::deployer::ServiceView {
+                ip: self.ctx.service_ip.clone(),
+                port: self.ctx.service_port,
+            },
             desired_replicas: self.desired,
             slots: self
                 .backend
@@ -310,22 +334,27 @@ impl Controller {
     }
 
     /// A client for membership calls: the leader if known, else any member.
-    fn admin_client(&self) -> Option<MemberClient> {
+    fn admin_client(&self) -> Option<(String, MemberClient)> {
         let leader_slot = self.statuses.iter().find_map(|(slot, (_, _, st))| {
             (st.leader != "0" && st.leader == st.member_id).then(|| slot.clone())
         });
         let pick = leader_slot.or_else(|| self.statuses.keys().next().cloned())?;
-        self.clients.get(&pick).map(|(_, c)| c.clone())
+        self.clients
+            .get(&pick)
+            .map(|(_, c)| (pick.clone(), c.with_call_timeout(MEMBERSHIP_TIMEOUT)))
     }
 
     async fn membership(&mut self, action: &Action) -> ActionResult {
-        let Some(client) = self.admin_client() else {
+        let Some((via, client)) = self.admin_client() else {
             return ActionResult {
                 action: action.clone(),
                 ok: false,
                 error: Some("no member answers".into()),
                 member_id: None,
             };
+        };
+        let parse_id = |id: &str| {
+            crate::engine::etcd::parse_hex_id(id).ok_or_else(|| format!("bad member id {id:?}"))
         };
         let (op, peer_url, target, outcome) = match action {
             Action::MemberAdd { peer_url, learner } => {
@@ -334,28 +363,34 @@ impl Controller {
                 } else {
                     MembershipOp::Add
                 };
-                let r = with_timeout(client.member_add(peer_url, *learner)).await;
-                (op, Some(peer_url.clone()), None, r.map(Some))
+                let r = client
+                    .member_add(peer_url, *learner)
+                    .await
+                    .map(|(id, members)| (Some(id), members))
+                    .map_err(|e| e.to_string());
+                (op, Some(peer_url.clone()), None, r)
             }
             Action::MemberRemove { id } => {
-                let r = match crate::engine::etcd::parse_hex_id(id) {
-                    Some(n) => with_timeout(client.member_remove(n)).await.map(|_| None),
-                    None => Err(format!("bad member id {id:?}")),
+                let r = match parse_id(id) {
+                    Ok(n) => client.member_remove(n).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
                 };
+                let r = r.map(|members| (None, members));
                 (MembershipOp::Remove, None, Some(id.clone()), r)
             }
             Action::MemberPromote { id } => {
-                let r = match crate::engine::etcd::parse_hex_id(id) {
-                    Some(n) => with_timeout(client.member_promote(n)).await.map(|_| None),
-                    None => Err(format!("bad member id {id:?}")),
+                let r = match parse_id(id) {
+                    Ok(n) => client.member_promote(n).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
                 };
+                let r = r.map(|members| (None, members));
                 (MembershipOp::Promote, None, Some(id.clone()), r)
             }
             _ => unreachable!("membership() only takes membership actions"),
         };
-        let (ok, error, new_id) = match outcome {
-            Ok(new_id) => (true, None, new_id),
-            Err(e) => (false, Some(e), None),
+        let (ok, error, new_id, membership) = match outcome {
+            Ok((new_id, membership)) => (true, None, new_id, Some(membership)),
+            Err(e) => (false, Some(e), None, None),
         };
         self.recorder.record(EventKind::MembershipCall {
             op,
@@ -364,6 +399,14 @@ impl Controller {
             ok,
             error: error.clone(),
         });
+        // The engine answers a membership change with the membership after
+        // it: the deployer sees it even if no member answers afterwards.
+        if let Some((cluster_id, members)) = membership
+            && !members.is_empty()
+        {
+            self.record_list(&via, &cluster_id, &members);
+            self.members = Some((Instant::now(), via, cluster_id, members));
+        }
         ActionResult {
             action: action.clone(),
             ok,
@@ -402,8 +445,17 @@ impl Controller {
     async fn tick(&mut self) -> Result<Vec<ActionResult>, RunAbort> {
         self.backend.tick().await;
         self.observe().await;
+        self.reconciles += 1;
         let obs = self.observation();
-        let actions = self.deployer.reconcile(&obs).map_err(|e| {
+        let deployer = &mut self.deployer;
+        // An external deployer blocks on its pipe; keep the runtime moving.
+        let reconciled = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| deployer.reconcile(&obs))
+            }
+            _ => deployer.reconcile(&obs),
+        };
+        let actions = reconciled.map_err(|e| {
             let message = e.to_string();
             self.recorder.record(EventKind::DeployerError {
                 message: message.clone(),
@@ -505,7 +557,7 @@ impl Controller {
         }
     }
 
-    async fn crash_deployer(&mut self) {
+    async fn crash_deployer(&mut self) -> Result<(), RunAbort> {
         self.recorder.record(EventKind::FaultInjected {
             fault: FaultKind::CrashDeployer,
             slot: None,
@@ -513,7 +565,9 @@ impl Controller {
         // Drop first: a discovery service must free its address.
         self.deployer = Box::new(NoDeployer);
         self.results.clear();
-        self.deployer = self.strategy.build(&self.ctx);
+        self.reconciles = 0;
+        self.deployer = self.strategy.build(&self.ctx)?;
+        Ok(())
     }
 
     async fn inject(
@@ -522,8 +576,7 @@ impl Controller {
         selector: Option<MemberSelector>,
     ) -> Result<(), RunAbort> {
         if fault == FaultKind::CrashDeployer {
-            self.crash_deployer().await;
-            return Ok(());
+            return self.crash_deployer().await;
         }
         let slot = selector
             .and_then(|s| self.select(s))
@@ -583,7 +636,7 @@ impl Controller {
                         .await?;
                 }
             }
-            StepAction::CrashDeployer => self.crash_deployer().await,
+            StepAction::CrashDeployer => self.crash_deployer().await?,
             StepAction::RollingRestart => unreachable!("expanded by the caller"),
             StepAction::Bootstrap(_) | StepAction::Scale(_) | StepAction::Wait => {}
         }
@@ -642,16 +695,6 @@ impl Deployer for NoDeployer {
         _: &Observation,
     ) -> Result<Vec<Action>, crate::deployer::DeployerError> {
         Ok(Vec::new())
-    }
-}
-
-async fn with_timeout<T>(
-    fut: impl std::future::Future<Output = Result<T, crate::engine::etcd::ClientError>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(MEMBERSHIP_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("timed out after {MEMBERSHIP_TIMEOUT:?}")),
     }
 }
 
@@ -800,8 +843,10 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
     .map_err(|e| harness("backend", &e))?;
     let ctx = DeployerContext {
         service_ip: plan.service_ip(),
+        service_port: crate::deployer::SERVICE_PORT,
+        log_dir: spec.dir.join("logs"),
     };
-    let deployer = spec.strategy.build(&ctx);
+    let deployer = spec.strategy.build(&ctx)?;
     let client_cfg = ClientConfig {
         tls: tls.clone(),
         timeout: POLL_TIMEOUT,
@@ -830,6 +875,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
         members: None,
         results: Vec::new(),
         last_actions: 0,
+        reconciles: 0,
         rng: spec.scenario.seed.unwrap_or(spec.seed),
         writable: writable.clone(),
         progress,

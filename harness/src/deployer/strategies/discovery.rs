@@ -5,9 +5,6 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Port of tidb-operator's discovery service.
-pub const DISCOVERY_PORT: u16 = 10261;
-
 /// Runs at every start of a member and decides its flags then, like
 /// tidb-operator's PD start script (`startscript/v1/template.go`): with a
 /// WAL, start as is; without, ask the discovery service until it answers.
@@ -50,7 +47,7 @@ pub struct Discovery {
 impl Discovery {
     pub fn start(ctx: &DeployerContext) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
-        let addr = format!("{}:{DISCOVERY_PORT}", ctx.service_ip);
+        let addr = format!("{}:{}", ctx.service_ip, ctx.service_port);
         let url = format!("http://{addr}");
         let bound = addr
             .parse()

@@ -1,0 +1,42 @@
+//! The example deployers of the protocol document pass the whole
+//! conformance suite, like the built-in strategies.
+
+use raftcert::report::RunStatus;
+use raftcert_suites::{ensure_tool, explain, load_suite, run_external};
+use rstest::rstest;
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn example_deployer_passes_every_scenario(
+    #[values(
+        "python3 fixtures/deployers/example.py",
+        "sh fixtures/deployers/example.sh"
+    )]
+    deployer: &str,
+    #[values("3.5.1", "3.4.23")] version: &str,
+) {
+    if deployer.starts_with("sh ") {
+        ensure_tool("jq", "jq");
+    }
+    let suite = load_suite("conformance.yaml");
+    let expected = suite.scenarios.len();
+    let mut runs = tokio::task::JoinSet::new();
+    for scenario in suite.scenarios {
+        let deployer = deployer.to_string();
+        let version = version.to_string();
+        runs.spawn(async move {
+            run_external("conformance.yaml", &scenario.name, &deployer, &version).await
+        });
+    }
+    let mut failures = Vec::new();
+    let mut count = 0;
+    while let Some(joined) = runs.join_next().await {
+        let result = joined.expect("run task");
+        count += 1;
+        if result.status != RunStatus::Pass {
+            failures.push(explain(&result));
+        }
+    }
+    assert_eq!(count, expected);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
