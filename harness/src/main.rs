@@ -114,6 +114,9 @@ struct GalleryArgs {
     /// times, and report the false-alarm rate.
     #[arg(long, default_value_t = 0)]
     false_alarm_runs: u32,
+    /// How long a deployer may take to answer one request.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    deployer_timeout: String,
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -617,6 +620,12 @@ fn example_deployers() -> Vec<String> {
 }
 
 async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
+    let timeout = raftcert::util::parse_duration(&args.deployer_timeout).ok_or_else(|| {
+        bad(format!(
+            "bad --deployer-timeout {:?}: expected e.g. 500ms, 10s",
+            args.deployer_timeout
+        ))
+    })?;
     let entries = raftcert::gallery::discover(&args.dir).map_err(|e| bad(e.to_string()))?;
     let engines = provision_all(&parse_engines(std::slice::from_ref(&args.engine))?).await?;
     let Some(engine) = engines.first().cloned() else {
@@ -654,7 +663,7 @@ async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
             scenario,
             strategy: StrategyChoice::External {
                 command: entry.command.clone(),
-                timeout: raftcert::deployer::external::DEFAULT_REPLY_TIMEOUT,
+                timeout,
             },
             engine: engine.clone(),
             tls: false,
@@ -669,10 +678,7 @@ async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
         .map(StrategyChoice::Builtin)
         .collect();
     for command in example_deployers() {
-        correct.push(StrategyChoice::External {
-            command,
-            timeout: raftcert::deployer::external::DEFAULT_REPLY_TIMEOUT,
-        });
+        correct.push(StrategyChoice::External { command, timeout });
     }
     for _ in 0..args.false_alarm_runs {
         for strategy in &correct {

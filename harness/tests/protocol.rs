@@ -34,7 +34,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 const MALFORMED: &str =
     "import sys\nfor line in sys.stdin:\n    print('this is not json', flush=True)\n";
 const UNKNOWN_ACTION: &str = "import sys, json\nfor line in sys.stdin:\n    print(json.dumps({'actions': [{'action': 'reboot-the-world'}]}), flush=True)\n";
-const SILENT: &str = "import sys, time\nfor line in sys.stdin:\n    time.sleep(60)\n";
+const SILENT: &str = "import sys, time, json\nsys.stdin.readline()\nprint(json.dumps({'actions': []}), flush=True)\nfor line in sys.stdin:\n    time.sleep(60)\n";
 const EXITS: &str = "import sys\nsys.stdin.readline()\nprint('giving up on purpose', file=sys.stderr)\nsys.exit(3)\n";
 const WRONG_VERSION: &str = "import sys, json\nfor line in sys.stdin:\n    print(json.dumps({'protocol': 2, 'actions': []}), flush=True)\n";
 

@@ -13,6 +13,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first reply also waits for the interpreter to start, which takes
+/// seconds on a loaded machine.
+const FIRST_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
@@ -178,11 +181,16 @@ impl Deployer for ExternalDeployer {
         if written.is_err() {
             return Err(DeployerError::Protocol(self.gone()));
         }
-        match self.lines.recv_timeout(self.timeout) {
+        let timeout = if observation.seq <= 1 {
+            self.timeout.max(FIRST_REPLY_TIMEOUT)
+        } else {
+            self.timeout
+        };
+        match self.lines.recv_timeout(timeout) {
             Ok(line) => parse_reply(&line).map_err(DeployerError::Protocol),
             Err(RecvTimeoutError::Timeout) => Err(DeployerError::Protocol(format!(
                 "no reply from {:?} within {:?} (request seq {})",
-                self.command, self.timeout, observation.seq
+                self.command, timeout, observation.seq
             ))),
             Err(RecvTimeoutError::Disconnected) => Err(DeployerError::Protocol(self.gone())),
         }
