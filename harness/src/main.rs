@@ -195,6 +195,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn deployer_timeout(text: &str) -> anyhow::Result<std::time::Duration> {
+    raftcert::util::parse_duration(text).ok_or_else(|| {
+        bad(format!(
+            "bad --deployer-timeout {text:?}: expected e.g. 500ms, 10s"
+        ))
+    })
+}
+
 fn parse_engines(specs: &[String]) -> anyhow::Result<Vec<(EngineKind, String)>> {
     let refs: Vec<EngineRef> = if specs.is_empty() {
         vec![EngineRef {
@@ -243,13 +251,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Suite::load(path).map_err(|e| bad(e.to_string()))?,
         None => Suite::builtin().map_err(|e| bad(e.to_string()))?,
     });
-    let deployer_timeout =
-        raftcert::util::parse_duration(&args.deployer_timeout).ok_or_else(|| {
-            bad(format!(
-                "bad --deployer-timeout {:?}: expected e.g. 500ms, 10s",
-                args.deployer_timeout
-            ))
-        })?;
+    let deployer_timeout = deployer_timeout(&args.deployer_timeout)?;
     let mut strategies: Vec<StrategyChoice> =
         if args.strategies.is_empty() && !args.deployers.is_empty() {
             Vec::new()
@@ -620,12 +622,7 @@ fn example_deployers() -> Vec<String> {
 }
 
 async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
-    let timeout = raftcert::util::parse_duration(&args.deployer_timeout).ok_or_else(|| {
-        bad(format!(
-            "bad --deployer-timeout {:?}: expected e.g. 500ms, 10s",
-            args.deployer_timeout
-        ))
-    })?;
+    let timeout = deployer_timeout(&args.deployer_timeout)?;
     let entries = raftcert::gallery::discover(&args.dir).map_err(|e| bad(e.to_string()))?;
     let engines = provision_all(&parse_engines(std::slice::from_ref(&args.engine))?).await?;
     let Some(engine) = engines.first().cloned() else {

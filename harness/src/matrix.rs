@@ -1,7 +1,7 @@
 //! Runs many scenario runs concurrently and gathers the suite report.
 
 use crate::engine::provision::EngineInstall;
-use crate::report::{RunResult, RunStatus, SuiteReport};
+use crate::report::{RunResult, SuiteReport};
 use crate::scenario::model::{Scenario, Suite};
 use crate::scenario::runner::{Progress, RunSpec, StrategyChoice, run_dir_name, run_scenario};
 use std::path::Path;
@@ -122,24 +122,7 @@ pub async fn run_matrix(
             Ok(result) => runs.push(result),
             Err(e) => {
                 // A panicking run is reported, never lost.
-                let result = RunResult {
-                    run_id: spec.run_id.clone(),
-                    scenario: spec.scenario.name.clone(),
-                    strategy: spec.strategy.name(),
-                    engine: spec.engine.kind.to_string(),
-                    engine_version: spec.engine.version.clone(),
-                    backend: "process".into(),
-                    replicas: spec.scenario.max_replicas(),
-                    tls: spec.tls,
-                    seed: spec.seed,
-                    status: RunStatus::Error,
-                    error: Some(format!("run panicked: {e}")),
-                    verdicts: Vec::new(),
-                    duration_ms: 0,
-                    ready_ms: None,
-                    trace: format!("{}/trace.jsonl", spec.rel_dir),
-                    logs: format!("{}/logs", spec.rel_dir),
-                };
+                let result = spec.errored(Some(format!("run panicked: {e}")));
                 listener(MatrixEvent::Finished {
                     label: &label,
                     result: &result,

@@ -91,6 +91,30 @@ pub struct RunSpec {
     pub run_id: String,
 }
 
+impl RunSpec {
+    /// This run's result with status `error` and nothing checked yet.
+    pub fn errored(&self, error: Option<String>) -> RunResult {
+        RunResult {
+            run_id: self.run_id.clone(),
+            scenario: self.scenario.name.clone(),
+            strategy: self.strategy.name(),
+            engine: self.engine.kind.to_string(),
+            engine_version: self.engine.version.clone(),
+            backend: "process".into(),
+            replicas: self.scenario.max_replicas(),
+            tls: self.tls,
+            seed: self.seed,
+            status: RunStatus::Error,
+            error,
+            verdicts: Vec::new(),
+            duration_ms: 0,
+            ready_ms: None,
+            trace: format!("{}/trace.jsonl", self.rel_dir),
+            logs: format!("{}/logs", self.rel_dir),
+        }
+    }
+}
+
 /// Progress callback: a short status line for live display.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -757,24 +781,7 @@ fn slot_infos(plan: &AddressPlan, replicas: u32, tls: bool) -> Vec<SlotInfo> {
 /// Runs one scenario and checks the invariants over its trace.
 pub async fn run_scenario(spec: RunSpec, progress: Option<Progress>) -> RunResult {
     let started = Instant::now();
-    let mut result = RunResult {
-        run_id: spec.run_id.clone(),
-        scenario: spec.scenario.name.clone(),
-        strategy: spec.strategy.name(),
-        engine: spec.engine.kind.to_string(),
-        engine_version: spec.engine.version.clone(),
-        backend: "process".into(),
-        replicas: spec.scenario.max_replicas(),
-        tls: spec.tls,
-        seed: spec.seed,
-        status: RunStatus::Error,
-        error: None,
-        verdicts: Vec::new(),
-        duration_ms: 0,
-        ready_ms: None,
-        trace: format!("{}/trace.jsonl", spec.rel_dir),
-        logs: format!("{}/logs", spec.rel_dir),
-    };
+    let mut result = spec.errored(None);
     match drive(&spec, progress).await {
         Ok((trace, ready, abort)) => {
             result.verdicts = check_all(&trace);

@@ -42,14 +42,8 @@ impl Deployer for LostVolumeRestartsNew {
                 .map(|s| format!("{}={}", s.name, s.peer_url))
                 .collect::<Vec<_>>()
                 .join(",");
-            self.genesis = Some(initial.clone());
-            for slot in obs.desired_slots() {
-                actions.push(Action::Start {
-                    slot: slot.name.clone(),
-                    spec: engine_spec(obs, slot, new_cluster_flags(initial.clone(), &obs.token)),
-                });
-            }
-            return Ok(actions);
+            self.genesis = Some(initial);
+            return Ok(genesis_actions(obs, Genesis::Static));
         }
         let genesis = self
             .genesis

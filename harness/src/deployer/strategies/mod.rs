@@ -209,6 +209,84 @@ pub(crate) fn start_added_members(obs: &Observation, actions: &mut Vec<Action>) 
     }
 }
 
+/// How a cluster is created from nothing.
+pub(crate) enum Genesis {
+    /// The lowest desired slot starts alone; the others join one by one.
+    Seed,
+    /// Every desired slot starts at once with one full initial cluster.
+    Static,
+}
+
+/// Starts for the genesis of a cluster that does not exist yet.
+pub(crate) fn genesis_actions(obs: &Observation, genesis: Genesis) -> Vec<Action> {
+    let members: Vec<&SlotView> = match genesis {
+        Genesis::Seed => obs
+            .desired_slots()
+            .min_by_key(|s| s.ordinal)
+            .into_iter()
+            .collect(),
+        Genesis::Static => obs.desired_slots().collect(),
+    };
+    let initial = members
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.peer_url))
+        .collect::<Vec<_>>()
+        .join(",");
+    members
+        .into_iter()
+        .map(|slot| Action::Start {
+            slot: slot.name.clone(),
+            spec: engine_spec(obs, slot, new_cluster_flags(initial.clone(), &obs.token)),
+        })
+        .collect()
+}
+
+/// The reconcile loop every built-in member-by-member strategy shares: one
+/// genesis, pods restarted with their data, added members started, then at
+/// most one membership change per reconcile and none while a member is
+/// unstarted (or, with learners, not promoted yet).
+pub(crate) fn one_change_at_a_time(
+    obs: &Observation,
+    genesis: Genesis,
+    learners: bool,
+) -> Vec<Action> {
+    if cluster_absent(obs) {
+        return genesis_actions(obs, genesis);
+    }
+    let mut actions = Vec::new();
+    restart_slots_with_data(obs, &mut actions);
+    if obs.members.is_none() {
+        return actions;
+    }
+    start_added_members(obs, &mut actions);
+    if !actions.is_empty() || has_unstarted_member(obs) {
+        return actions;
+    }
+    if learners && let Some(learner) = obs.members().iter().find(|m| m.is_learner) {
+        // etcd refuses until the learner has caught up; the refusal comes
+        // back as a result, so retrying is enough.
+        if obs
+            .slot_of(learner)
+            .is_some_and(|s| s.phase == Phase::Running)
+        {
+            actions.push(Action::MemberPromote {
+                id: learner.id.clone(),
+            });
+        }
+        return actions;
+    }
+    if remove_members_that_lost_data(obs, &mut actions) || scale_in(obs, &mut actions) {
+        return actions;
+    }
+    if let Some(slot) = next_slot_to_add(obs) {
+        actions.push(Action::MemberAdd {
+            peer_url: slot.peer_url.clone(),
+            learner: learners,
+        });
+    }
+    actions
+}
+
 /// The lowest desired slot that has no member yet.
 pub(crate) fn next_slot_to_add(obs: &Observation) -> Option<&SlotView> {
     obs.desired_slots()
