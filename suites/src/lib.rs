@@ -93,6 +93,10 @@ pub async fn run_external(suite: &str, scenario: &str, command: &str, version: &
     run_with(suite, scenario, strategy, version, false).await
 }
 
+/// Clusters one test binary runs at once, whatever the test threads: the
+/// machine has 2 cores, and an overloaded one turns deadlines into failures.
+static CONCURRENT_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(12);
+
 /// Runs one scenario of `suite` with any deployer.
 pub async fn run_with(
     suite: &str,
@@ -127,6 +131,10 @@ pub async fn run_with(
         rel_dir,
         run_id: format!("test-{}", raftcert::util::unique_suffix() % 1_000_000),
     };
+    let _permit = CONCURRENT_RUNS
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("run limiter closed: {e}"));
     run_scenario(spec, None).await
 }
 

@@ -36,13 +36,14 @@ pub struct ExternalDeployer {
     log_path: std::path::PathBuf,
 }
 
-/// A short name for a deployer command: the stem of its last path argument.
+/// A short name for a deployer command: the file name of its last path
+/// argument (`example.py` and `example.sh` must not share run directories).
 pub fn short_name(command: &str) -> String {
     let stem = command
         .split_whitespace()
         .rev()
         .find(|w| w.contains('/') || w.contains('.'))
-        .and_then(|w| Path::new(w).file_stem())
+        .and_then(|w| Path::new(w).file_name())
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| {
             command
@@ -210,5 +211,23 @@ impl Drop for ExternalDeployer {
         }
         cleanup::kill_groups_and_wait(&[self.pgid]);
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_keep_the_extension_apart() {
+        assert_eq!(
+            short_name("python3 fixtures/deployers/example.py"),
+            "ext-example-py"
+        );
+        assert_eq!(
+            short_name("sh fixtures/deployers/example.sh"),
+            "ext-example-sh"
+        );
+        assert_eq!(short_name("cd /x && sh a/b.sh"), "ext-b-sh");
     }
 }

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 const TICK: Duration = Duration::from_millis(250);
 const POLL_TIMEOUT: Duration = Duration::from_millis(800);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(30);
 const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(15);
 pub const WORKLOAD_PREFIX: &str = "/raftcert/w/";
@@ -594,6 +595,24 @@ impl Controller {
         Ok(())
     }
 
+    /// The slot a selector names, reconciling meanwhile: on a loaded
+    /// machine a status poll can miss, and `leader` needs a fresh one.
+    async fn resolve(&mut self, selector: MemberSelector) -> Result<String, RunAbort> {
+        let deadline = Instant::now() + RESOLVE_DEADLINE;
+        loop {
+            if let Some(slot) = self.select(selector) {
+                return Ok(slot);
+            }
+            if Instant::now() >= deadline {
+                return Err(RunAbort::Harness(format!(
+                    "no member matches {selector:?} within {RESOLVE_DEADLINE:?}"
+                )));
+            }
+            tokio::time::sleep(TICK).await;
+            self.tick().await?;
+        }
+    }
+
     async fn inject(
         &mut self,
         fault: FaultKind,
@@ -602,9 +621,9 @@ impl Controller {
         if fault == FaultKind::CrashDeployer {
             return self.crash_deployer().await;
         }
-        let slot = selector
-            .and_then(|s| self.select(s))
-            .ok_or_else(|| RunAbort::Harness(format!("no member matches {selector:?}")))?;
+        let selector =
+            selector.ok_or_else(|| RunAbort::Harness(format!("{fault:?} needs a member")))?;
+        let slot = self.resolve(selector).await?;
         self.backend
             .inject(fault, &slot)
             .await
@@ -645,9 +664,7 @@ impl Controller {
             StepAction::DeletePod(sel) => self.inject(FaultKind::DeletePod, Some(sel)).await?,
             StepAction::LoseVolume(sel) => self.inject(FaultKind::LoseVolume, Some(sel)).await?,
             StepAction::Freeze(spec) => {
-                let slot = self
-                    .select(spec.member)
-                    .ok_or_else(|| RunAbort::Harness("no member to freeze".into()))?;
+                let slot = self.resolve(spec.member).await?;
                 self.backend
                     .inject(FaultKind::Freeze, &slot)
                     .await
