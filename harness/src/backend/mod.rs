@@ -41,7 +41,6 @@ pub struct SlotState {
     pub info: SlotInfo,
     pub data_dir: PathBuf,
     pub phase: Phase,
-    pub has_data: bool,
     pub restarts: u32,
     pub last_exit: Option<ExitInfo>,
     pub spec: Option<Spec>,
@@ -54,6 +53,9 @@ pub struct SlotState {
 pub trait Backend {
     fn name(&self) -> &'static str;
     fn slots(&self) -> Vec<SlotState>;
+    /// Whether the slot's volume holds anything; reads the disk, so only
+    /// for what the deployer is shown.
+    fn has_data(&self, slot: &SlotState) -> bool;
     /// Applies the restart policy; call regularly.
     async fn tick(&mut self);
     async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), BackendError>;

@@ -112,7 +112,6 @@ impl ProcessBackend {
                         info,
                         data_dir,
                         phase: Phase::Empty,
-                        has_data: false,
                         restarts: 0,
                         last_exit: None,
                         spec: None,
@@ -387,14 +386,11 @@ impl Backend for ProcessBackend {
     }
 
     fn slots(&self) -> Vec<SlotState> {
-        self.slots
-            .iter()
-            .map(|s| {
-                let mut state = s.state.clone();
-                state.has_data = dir_has_data(&state.data_dir);
-                state
-            })
-            .collect()
+        self.slots.iter().map(|s| s.state.clone()).collect()
+    }
+
+    fn has_data(&self, slot: &SlotState) -> bool {
+        dir_has_data(&slot.data_dir)
     }
 
     async fn tick(&mut self) {

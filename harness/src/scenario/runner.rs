@@ -17,7 +17,7 @@ use crate::invariants::{Verdict, check_all};
 use crate::report::{RunResult, RunStatus};
 use crate::trace::{EventKind, FaultKind, MemberInfo, MembershipOp, Recorder, SlotInfo};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -177,7 +177,7 @@ impl Controller {
             data_dir: endpoints.data_dir.clone(),
             base_args: base_args(&endpoints, self.tls.as_ref()),
             phase: s.phase,
-            has_data: s.has_data,
+            has_data: self.backend.has_data(s),
             restarts: s.restarts,
             last_exit: s.last_exit.clone(),
             spec: s.spec.clone(),
@@ -1010,8 +1010,4 @@ pub fn run_dir_name(scenario: &str, strategy: &str, engine: &EngineInstall, tls:
         engine.version,
         if tls { "-tls" } else { "" }
     )
-}
-
-pub fn ensure_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)
 }

@@ -331,10 +331,6 @@ impl Trace {
         }
     }
 
-    pub fn slot_by_peer_url(&self, url: &str) -> Option<&SlotInfo> {
-        self.slots().iter().find(|s| s.peer_url == url)
-    }
-
     /// Time of the last event.
     pub fn end_ms(&self) -> u64 {
         self.events.last().map(|e| e.t_ms).unwrap_or(0)

@@ -92,12 +92,6 @@ impl Recorder {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Trace::new(inner.events.clone())
     }
-
-    /// Runs `f` over the recorded events without copying them.
-    pub fn with_events<R>(&self, f: impl FnOnce(&[Event]) -> R) -> R {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(&inner.events)
-    }
 }
 
 /// Reads a `trace.jsonl` file written by [`Recorder`].

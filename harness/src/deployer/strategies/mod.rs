@@ -89,14 +89,6 @@ pub fn find(name: &str) -> Option<&'static StrategyInfo> {
     registry().iter().find(|s| s.name == name)
 }
 
-pub fn correct_names() -> Vec<&'static str> {
-    registry()
-        .iter()
-        .filter(|s| s.correct)
-        .map(|s| s.name)
-        .collect()
-}
-
 /// The engine binary with the slot's base flags plus `extra`.
 pub(crate) fn engine_spec(obs: &Observation, slot: &SlotView, extra: Vec<String>) -> Spec {
     let mut args = slot.base_args.clone();
