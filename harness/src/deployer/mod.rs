@@ -136,6 +136,11 @@ pub struct MembersView {
     pub via: String,
     pub age_ms: u64,
     pub members: Vec<MemberInfo>,
+    /// The cluster version the `via` member reports; absent while etcd has
+    /// not decided it yet (the first seconds after genesis), when a member
+    /// that tries to join is refused as incompatible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_version: Option<String>,
 }
 
 /// Everything a deployer sees on one reconcile.
@@ -169,6 +174,13 @@ impl Observation {
         self.slots
             .iter()
             .filter(move |s| s.ordinal >= self.desired_replicas)
+    }
+    /// Whether the cluster has decided its version, so a new member can
+    /// pass the join compatibility check.
+    pub fn cluster_version_decided(&self) -> bool {
+        self.members
+            .as_ref()
+            .is_some_and(|m| m.cluster_version.is_some())
     }
     pub fn members(&self) -> &[MemberInfo] {
         self.members

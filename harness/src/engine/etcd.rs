@@ -216,6 +216,8 @@ pub enum ClientError {
     Timeout { endpoint: String, timeout: Duration },
     #[error("no reachable endpoint")]
     NoEndpoint,
+    #[error("GET {url}: {source}")]
+    Http { url: String, source: reqwest::Error },
 }
 
 /// One member's view of itself.
@@ -228,6 +230,21 @@ pub struct Status {
     pub raft_index: u64,
     pub revision: u64,
     pub is_learner: bool,
+}
+
+/// The body of etcd's `/version`.
+#[derive(Debug, serde::Deserialize)]
+struct Versions {
+    #[serde(rename = "etcdcluster")]
+    cluster: String,
+}
+
+/// etcd reports "not_decided" (3.4, 3.5) before the version is set.
+fn decided_cluster_version(reported: &str) -> Option<String> {
+    match reported {
+        "" | "not_decided" | "to_be_decided" => None,
+        v => Some(v.to_string()),
+    }
 }
 
 pub fn hex_id(id: u64) -> String {
@@ -258,6 +275,18 @@ impl ClientConfig {
         }
         opts
     }
+
+    /// A plain HTTP(S) client for the endpoints etcd serves outside gRPC.
+    fn http_client(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let mut builder = reqwest::Client::builder().timeout(self.timeout);
+        if let Some(tls) = &self.tls {
+            let identity = format!("{}{}", tls.client_cert_pem(), tls.client_key_pem());
+            builder = builder
+                .tls_certs_only([reqwest::Certificate::from_pem(tls.ca_pem().as_bytes())?])
+                .identity(reqwest::Identity::from_pem(identity.as_bytes())?);
+        }
+        builder.build()
+    }
 }
 
 /// A client pinned to one endpoint. Never auto-syncs: it must talk to the
@@ -266,6 +295,7 @@ impl ClientConfig {
 pub struct MemberClient {
     endpoint: String,
     client: Client,
+    http: reqwest::Client,
     timeout: Duration,
 }
 
@@ -282,9 +312,14 @@ impl MemberClient {
                 endpoint: endpoint.to_string(),
                 source,
             })?;
+        let http = cfg.http_client().map_err(|source| ClientError::Http {
+            url: endpoint.to_string(),
+            source,
+        })?;
         Ok(MemberClient {
             endpoint: endpoint.to_string(),
             client,
+            http,
             timeout: cfg.timeout,
         })
     }
@@ -331,6 +366,30 @@ impl MemberClient {
             revision: header.map(|h| h.revision() as u64).unwrap_or(0),
             is_learner: resp.is_learner(),
         })
+    }
+
+    /// The cluster version this member reports on `/version`, or `None`
+    /// while it is still undecided: etcd decides it a few seconds after
+    /// the first leader, and until then refuses to let new members join
+    /// ("incompatible with current running cluster").
+    pub async fn cluster_version(&self) -> Result<Option<String>, ClientError> {
+        let url = format!("{}/version", self.endpoint);
+        let http_err = |source| ClientError::Http {
+            url: url.clone(),
+            source,
+        };
+        let versions: Versions = self
+            .http
+            .get(&url)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(http_err)?
+            .json()
+            .await
+            .map_err(http_err)?;
+        Ok(decided_cluster_version(&versions.cluster))
     }
 
     /// Returns the cluster ID and the members.
@@ -435,6 +494,23 @@ pub fn parse_hex_id(id: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn undecided_cluster_versions_are_none() {
+        for body in [
+            r#"{"etcdserver":"3.5.1","etcdcluster":"not_decided"}"#,
+            r#"{"etcdserver":"3.4.23","etcdcluster":"not_decided"}"#,
+        ] {
+            let v: Versions = serde_json::from_str(body).expect("valid body");
+            assert_eq!(decided_cluster_version(&v.cluster), None, "{body}");
+        }
+        let v: Versions =
+            serde_json::from_str(r#"{"etcdserver":"3.5.1","etcdcluster":"3.5.0"}"#).expect("body");
+        assert_eq!(
+            decided_cluster_version(&v.cluster).as_deref(),
+            Some("3.5.0")
+        );
+    }
 
     #[test]
     fn parses_start_line_of_3_5() {

@@ -132,6 +132,8 @@ struct Polled {
     incarnation: u64,
     status: Option<Status>,
     members: Option<(String, Vec<MemberInfo>)>,
+    /// Polled only until the member reports a decided version.
+    cluster_version: Option<String>,
 }
 
 struct Controller {
@@ -151,6 +153,8 @@ struct Controller {
     recorded_status: BTreeMap<String, (Instant, u64, Status)>,
     recorded_lists: BTreeMap<String, (String, Vec<MemberInfo>)>,
     members: Option<(Instant, String, String, Vec<MemberInfo>)>,
+    /// Decided cluster version per slot and incarnation.
+    cluster_versions: BTreeMap<String, (u64, String)>,
     results: Vec<ActionResult>,
     last_actions: usize,
     /// Reconciles of the current deployer instance.
@@ -209,6 +213,7 @@ impl Controller {
                     via: via.clone(),
                     age_ms: at.elapsed().as_millis() as u64,
                     members: members.clone(),
+                    cluster_version: self.cluster_versions.get(via).map(|(_, v)| v.clone()),
                 }),
             results: self.results.clone(),
         }
@@ -228,6 +233,10 @@ impl Controller {
                 .map(|(_, c)| c.clone());
             let endpoint = slot.info.client_url.clone();
             let cfg = self.client_cfg.clone();
+            let version_known = self
+                .cluster_versions
+                .get(&name)
+                .is_some_and(|(inc, _)| *inc == incarnation);
             set.spawn(async move {
                 let client = match cached {
                     Some(c) => Some(c),
@@ -241,10 +250,18 @@ impl Controller {
                             incarnation,
                             status: None,
                             members: None,
+                            cluster_version: None,
                         },
                     );
                 };
-                let (status, members) = tokio::join!(client.status(), client.member_list());
+                let version = async {
+                    if version_known {
+                        return None;
+                    }
+                    client.cluster_version().await.ok().flatten()
+                };
+                let (status, members, cluster_version) =
+                    tokio::join!(client.status(), client.member_list(), version);
                 (
                     Some(client),
                     Polled {
@@ -252,6 +269,7 @@ impl Controller {
                         incarnation,
                         status: status.ok(),
                         members: members.ok(),
+                        cluster_version,
                     },
                 )
             });
@@ -272,6 +290,10 @@ impl Controller {
         let now = Instant::now();
         let mut freshest: Option<(bool, String, String, Vec<MemberInfo>)> = None;
         for p in polled {
+            if let Some(version) = p.cluster_version {
+                self.cluster_versions
+                    .insert(p.slot.clone(), (p.incarnation, version));
+            }
             if let Some(status) = p.status {
                 self.record_status(&p.slot, p.incarnation, &status, now);
                 self.statuses
@@ -897,6 +919,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
         recorded_status: BTreeMap::new(),
         recorded_lists: BTreeMap::new(),
         members: None,
+        cluster_versions: BTreeMap::new(),
         results: Vec::new(),
         last_actions: 0,
         reconciles: 0,

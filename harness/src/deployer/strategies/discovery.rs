@@ -233,7 +233,7 @@ impl Deployer for Discovery {
         if has_unstarted_member(obs) {
             return Ok(actions);
         }
-        if scale_in(obs, &mut actions) {
+        if scale_in(obs, &mut actions) || !obs.cluster_version_decided() {
             return Ok(actions);
         }
         if let Some(slot) = obs

@@ -270,6 +270,13 @@ pub(crate) fn one_change_at_a_time(
     if remove_members_that_lost_data(obs, &mut actions) || scale_in(obs, &mut actions) {
         return actions;
     }
+    // etcd accepts a MemberAdd on a fresh seed before it has decided its
+    // cluster version, but the new member then fails its compatibility
+    // check at every start, and with two voters and one up the seed can
+    // never decide: the cluster is stuck.
+    if !obs.cluster_version_decided() {
+        return actions;
+    }
     if let Some(slot) = next_slot_to_add(obs) {
         actions.push(Action::MemberAdd {
             peer_url: slot.peer_url.clone(),
@@ -288,4 +295,79 @@ pub(crate) fn next_slot_to_add(obs: &Observation) -> Option<&SlotView> {
 
 pub(crate) fn has_unstarted_member(obs: &Observation) -> bool {
     obs.members().iter().any(|m| !m.is_started())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployer::{EngineView, MembersView, ServiceView};
+    use crate::trace::MemberInfo;
+
+    fn slot(ordinal: u32, phase: Phase) -> SlotView {
+        let ip = format!("127.0.0.{}", 10 + ordinal);
+        SlotView {
+            name: format!("m{ordinal}"),
+            ordinal,
+            peer_url: format!("http://{ip}:2380"),
+            client_url: format!("http://{ip}:2379"),
+            data_dir: format!("/data/m{ordinal}"),
+            base_args: vec![format!("--name=m{ordinal}")],
+            phase,
+            has_data: phase == Phase::Running,
+            restarts: 0,
+            last_exit: None,
+            spec: None,
+        }
+    }
+
+    /// A seed that runs alone and answers, with three replicas desired.
+    fn seed_only(cluster_version: Option<&str>) -> Observation {
+        let seed = slot(0, Phase::Running);
+        Observation {
+            protocol: crate::deployer::PROTOCOL_VERSION,
+            engine: EngineView {
+                kind: "etcd".into(),
+                version: "3.5.1".into(),
+                binary: "etcd".into(),
+            },
+            seq: 3,
+            token: "t".into(),
+            service: ServiceView {
+                ip: "127.0.0.1".into(),
+                port: 10261,
+            },
+            desired_replicas: 3,
+            members: Some(MembersView {
+                cluster_id: "c".into(),
+                via: "m0".into(),
+                age_ms: 5,
+                members: vec![MemberInfo {
+                    id: "a".into(),
+                    name: "m0".into(),
+                    peer_urls: vec![seed.peer_url.clone()],
+                    client_urls: vec![seed.client_url.clone()],
+                    is_learner: false,
+                }],
+                cluster_version: cluster_version.map(str::to_string),
+            }),
+            slots: vec![seed, slot(1, Phase::Empty), slot(2, Phase::Empty)],
+            results: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn no_member_add_before_the_cluster_version_is_decided() {
+        for learners in [false, true] {
+            let actions = one_change_at_a_time(&seed_only(None), Genesis::Seed, learners);
+            assert!(actions.is_empty(), "learners={learners}: {actions:?}");
+            let actions = one_change_at_a_time(&seed_only(Some("3.5.0")), Genesis::Seed, learners);
+            assert_eq!(
+                actions,
+                vec![Action::MemberAdd {
+                    peer_url: "http://127.0.0.11:2380".into(),
+                    learner: learners,
+                }]
+            );
+        }
+    }
 }
