@@ -10,7 +10,7 @@ use raftcert::invariants;
 use raftcert::matrix::{self, Listener, MatrixEntry, MatrixEvent};
 use raftcert::report::{self, RunStatus};
 use raftcert::scenario::model::Suite;
-use raftcert::scenario::runner::StrategyChoice;
+use raftcert::scenario::runner::{BackendChoice, StrategyChoice};
 use raftcert::trace::read_trace;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -42,6 +42,16 @@ enum Command {
     Gallery(GalleryArgs),
     /// Show suites, strategies, engines and invariants.
     List,
+    /// Remove what docker-backend runs left behind (a killed run, for
+    /// example): containers, networks and volumes labelled raftcert.run.
+    Gc {
+        /// Only this run's leftovers (the raftcert.run label's value).
+        #[arg(long)]
+        run: Option<String>,
+        /// Also remove the engine images raftcert built (rebuilt on demand).
+        #[arg(long)]
+        images: bool,
+    },
     /// List engines, and provision the ones named.
     Engines {
         /// Engines to provision, e.g. etcd@3.5.1.
@@ -71,6 +81,15 @@ struct RunArgs {
     /// Only scenarios whose largest cluster has this many members.
     #[arg(long)]
     replicas: Option<u32>,
+    /// Where members run: local processes, or containers on a Docker
+    /// network (needs a Docker engine: DOCKER_HOST or the default socket).
+    #[arg(long, value_enum, default_value = "process")]
+    backend: BackendArg,
+    /// With --backend docker: run this image instead of the one raftcert
+    /// builds from the provisioned engine. Its engine binary must be at
+    /// /usr/local/bin/etcd, as in the official etcd images.
+    #[arg(long, requires = "backend")]
+    image: Option<String>,
     /// Only these scenarios (repeatable).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
@@ -83,12 +102,19 @@ struct RunArgs {
     /// Report directory; default: raftcert-out/<run-id>.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Runs at a time.
-    #[arg(long, default_value_t = 16)]
-    jobs: usize,
+    /// Runs at a time; default 16 on processes, 6 on docker (container
+    /// starts slow down sharply beyond that on 2 cores).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Seed for every random choice.
     #[arg(long)]
     seed: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    Process,
+    Docker,
 }
 
 #[derive(clap::Args)]
@@ -192,6 +218,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Gallery(args)) => gallery(args).await,
         Some(Command::List) => list(),
         Some(Command::Engines { provision }) => engines(provision).await,
+        Some(Command::Gc { run, images }) => gc(run, images).await,
     }
 }
 
@@ -287,7 +314,21 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             timeout: deployer_timeout,
         });
     }
+    let backend = match args.backend {
+        BackendArg::Process if args.image.is_some() => {
+            return Err(bad("--image needs --backend docker"));
+        }
+        BackendArg::Process => BackendChoice::Process,
+        BackendArg::Docker => BackendChoice::Docker {
+            image: args.image.clone(),
+        },
+    };
     let engines = provision_all(&parse_engines(&args.engines)?).await?;
+    if matches!(backend, BackendChoice::Docker { .. }) {
+        raftcert::backend::docker::connect()
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+    }
     let mut scenarios: Vec<_> = suite
         .scenarios
         .iter()
@@ -303,6 +344,23 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             )));
         }
     }
+    let runnable = |s: &raftcert::scenario::model::Scenario| {
+        !s.needs_partitions() || matches!(backend, BackendChoice::Docker { .. })
+    };
+    let skipped: Vec<String> = scenarios
+        .iter()
+        .filter(|s| !runnable(s))
+        .map(|s| s.name.clone())
+        .collect();
+    if !skipped.is_empty() {
+        eprintln!(
+            "skipping {} scenario(s) that cut the network, which the {} backend cannot do: {} (use --backend docker)",
+            skipped.len(),
+            backend.name(),
+            skipped.join(", ")
+        );
+        scenarios.retain(|s| runnable(s));
+    }
     if scenarios.is_empty() {
         return Err(bad("no scenario matches the filters"));
     }
@@ -316,6 +374,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     scenario: scenario.clone(),
                     strategy: strategy.clone(),
                     engine: engine.clone(),
+                    backend: backend.clone(),
                     tls: args.tls,
                 });
             }
@@ -336,10 +395,15 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 scenario: scenario.clone(),
                 strategy: strategy.clone(),
                 engine: engine.clone(),
+                backend: backend.clone(),
                 tls: true,
             });
         }
     }
+    let jobs = args.jobs.unwrap_or(match backend {
+        BackendChoice::Process => 16,
+        BackendChoice::Docker { .. } => 6,
+    });
     let run_id = matrix::new_run_id();
     let out = args
         .out
@@ -354,11 +418,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         strategies.len(),
         engines.len(),
         if default_run { ", plus a TLS pass" } else { "" },
-        args.jobs,
+        jobs,
         out.display()
     );
     let listener = progress_listener(entries.len() as u64);
-    let report = matrix::run_matrix(entries, &out, &run_id, seed, args.jobs, listener).await;
+    let report = matrix::run_matrix(entries, &out, &run_id, seed, jobs, listener).await;
     report::write_all(&out, &report).map_err(|e| anyhow!("writing the report: {e}"))?;
     println!("{}", report::render_table(&report));
     println!("report: {}", out.display());
@@ -663,6 +727,7 @@ async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
                 timeout,
             },
             engine: engine.clone(),
+            backend: BackendChoice::Process,
             tls: false,
         });
     }
@@ -679,12 +744,18 @@ async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
     }
     for _ in 0..args.false_alarm_runs {
         for strategy in &correct {
-            for scenario in &conformance.scenarios {
+            // The gallery runs on processes, which cannot cut the network.
+            for scenario in conformance
+                .scenarios
+                .iter()
+                .filter(|s| !s.needs_partitions())
+            {
                 matrix_entries.push(MatrixEntry {
                     suite: conformance.clone(),
                     scenario: scenario.clone(),
                     strategy: strategy.clone(),
                     engine: engine.clone(),
+                    backend: BackendChoice::Process,
                     tls: false,
                 });
             }
@@ -703,7 +774,11 @@ async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
             format!(
                 ", plus {} correct deployers x {} scenarios x {} repetitions",
                 correct.len(),
-                conformance.scenarios.len(),
+                conformance
+                    .scenarios
+                    .iter()
+                    .filter(|s| !s.needs_partitions())
+                    .count(),
                 args.false_alarm_runs
             )
         } else {
@@ -779,4 +854,26 @@ async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn gc(run: Option<String>, images: bool) -> anyhow::Result<ExitCode> {
+    use raftcert::backend::docker;
+    let client = docker::connect().await.map_err(|e| bad(e.to_string()))?;
+    let report = docker::gc(&client, run.as_deref(), images)
+        .await
+        .context("removing leftovers")?;
+    if report.is_empty() {
+        println!("nothing to remove");
+    }
+    for (what, names) in [
+        ("container", &report.containers),
+        ("network", &report.networks),
+        ("volume", &report.volumes),
+        ("image", &report.images),
+    ] {
+        for name in names {
+            println!("removed {what} {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,9 @@
 use crate::engine::provision::EngineInstall;
 use crate::report::{RunResult, SuiteReport};
 use crate::scenario::model::{Scenario, Suite};
-use crate::scenario::runner::{Progress, RunSpec, StrategyChoice, run_dir_name, run_scenario};
+use crate::scenario::runner::{
+    BackendChoice, Progress, RunSpec, StrategyChoice, run_dir_name, run_scenario,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,17 +17,22 @@ pub struct MatrixEntry {
     pub scenario: Scenario,
     pub strategy: StrategyChoice,
     pub engine: EngineInstall,
+    pub backend: BackendChoice,
     pub tls: bool,
 }
 
 impl MatrixEntry {
     pub fn label(&self) -> String {
         format!(
-            "{} / {} @ {}{}",
+            "{} / {} @ {}{}{}",
             self.scenario.name,
             self.strategy.name(),
             self.engine.version,
-            if self.tls { " +tls" } else { "" }
+            if self.tls { " +tls" } else { "" },
+            match self.backend {
+                BackendChoice::Process => "",
+                BackendChoice::Docker { .. } => " [docker]",
+            }
         )
     }
 }
@@ -75,6 +82,7 @@ pub async fn run_matrix(
             &entry.strategy.name(),
             &entry.engine,
             entry.tls,
+            &entry.backend,
         );
         // Repeated runs of one cell get their own directories.
         if !used_dirs.insert(rel_dir.clone()) {
@@ -86,6 +94,7 @@ pub async fn run_matrix(
             scenario: entry.scenario.clone(),
             strategy: entry.strategy.clone(),
             engine: entry.engine.clone(),
+            backend: entry.backend.clone(),
             tls: entry.tls,
             seed: crate::util::splitmix64(seed ^ index as u64),
             dir: out.join(&rel_dir),

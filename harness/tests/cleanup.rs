@@ -133,6 +133,7 @@ async fn a_panic_mid_run_leaves_nothing_behind() {
             }),
         },
         engine,
+        backend: Default::default(),
         tls: false,
         seed: 7,
         dir: dir.clone(),

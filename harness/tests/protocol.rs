@@ -71,6 +71,7 @@ async fn protocol_error_is_an_error_run_with_nothing_left(
             timeout: Duration::from_secs(2),
         },
         engine,
+        backend: Default::default(),
         tls: false,
         seed: 1,
         dir: dir.join("run"),

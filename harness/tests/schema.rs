@@ -118,6 +118,7 @@ async fn real_requests_and_replies_match_the_published_schema() {
             }),
         },
         engine,
+        backend: Default::default(),
         tls: false,
         seed: 3,
         dir: dir.clone(),

@@ -6,7 +6,7 @@ use raftcert::engine::EngineKind;
 use raftcert::engine::provision::{self, EngineInstall};
 use raftcert::report::RunResult;
 use raftcert::scenario::model::Suite;
-use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
+use raftcert::scenario::runner::{BackendChoice, RunSpec, StrategyChoice, run_scenario};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,17 +54,9 @@ pub fn ensure_tool(tool: &str, package: &str) {
     if present(tool) {
         return;
     }
-    let installed = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "[ \"$(id -u)\" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package} >/dev/null 2>&1"
-            ),
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
+    install_package(package);
     assert!(
-        installed && present(tool),
+        present(tool),
         "{tool} is needed; install the Debian package {package}"
     );
 }
@@ -78,7 +70,86 @@ pub async fn run(
     tls: bool,
 ) -> RunResult {
     let info = strategies::find(strategy).unwrap_or_else(|| panic!("no strategy {strategy}"));
-    run_with(suite, scenario, StrategyChoice::Builtin(info), version, tls).await
+    let strategy = StrategyChoice::Builtin(info);
+    run_with(
+        suite,
+        scenario,
+        strategy,
+        version,
+        tls,
+        BackendChoice::Process,
+    )
+    .await
+}
+
+/// Runs one scenario of `suite` with a built-in strategy, members as
+/// containers.
+pub async fn run_docker(suite: &str, scenario: &str, strategy: &str, version: &str) -> RunResult {
+    ensure_docker().await;
+    let info = strategies::find(strategy).unwrap_or_else(|| panic!("no strategy {strategy}"));
+    let strategy = StrategyChoice::Builtin(info);
+    let backend = BackendChoice::Docker { image: None };
+    let _permit = DOCKER_RUNS
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("run limiter closed: {e}"));
+    run_with(suite, scenario, strategy, version, false, backend).await
+}
+
+/// Containers cost more than processes: fewer clusters at once.
+static DOCKER_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// Makes sure a Docker engine answers, with what the docker backend needs
+/// next to it. On a machine without one (and as root, as in CI) it installs
+/// Debian's docker.io and starts dockerd, which has no service manager here;
+/// otherwise it fails the test and says what to do.
+pub async fn ensure_docker() {
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            ensure_tool("ip", "iproute2");
+            ensure_tool("nsenter", "util-linux");
+            if !busybox_is_static() {
+                install_package("busybox-static");
+                assert!(
+                    busybox_is_static(),
+                    "member images need a static /bin/busybox: install Debian's busybox-static"
+                );
+            }
+            if raftcert::backend::docker::connect().await.is_ok() {
+                return;
+            }
+            let script = repo_root().join("ci").join("start-dockerd");
+            let status = std::process::Command::new("sh").arg(&script).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "no Docker engine answers and {} could not start one: start dockerd or set \
+                 DOCKER_HOST",
+                script.display()
+            );
+            if let Err(e) = raftcert::backend::docker::connect().await {
+                panic!("{e}");
+            }
+        })
+        .await;
+}
+
+fn busybox_is_static() -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", "ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn install_package(package: &str) {
+    let _ = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "[ \"$(id -u)\" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package} >/dev/null 2>&1"
+            ),
+        ])
+        .status();
 }
 
 /// Runs one scenario of `suite` with an external deployer command, from
@@ -90,7 +161,15 @@ pub async fn run_external(suite: &str, scenario: &str, command: &str, version: &
         command,
         timeout: raftcert::deployer::external::DEFAULT_REPLY_TIMEOUT,
     };
-    run_with(suite, scenario, strategy, version, false).await
+    run_with(
+        suite,
+        scenario,
+        strategy,
+        version,
+        false,
+        BackendChoice::Process,
+    )
+    .await
 }
 
 /// Clusters one test binary runs at once, whatever the test threads: the
@@ -104,6 +183,7 @@ pub async fn run_with(
     strategy: StrategyChoice,
     version: &str,
     tls: bool,
+    backend: BackendChoice,
 ) -> RunResult {
     let suite = Arc::new(load_suite(suite));
     let scenario = suite
@@ -114,17 +194,20 @@ pub async fn run_with(
         .unwrap_or_else(|| panic!("no scenario {scenario}"));
     let engine = etcd(version).await;
     let rel_dir = format!(
-        "{}-{}-{}{}",
+        "{}-{}-{}{}-{}",
         scenario.name,
         strategy.name(),
         version,
-        if tls { "-tls" } else { "" }
+        if tls { "-tls" } else { "" },
+        backend.name()
     );
+    let rel_dir = unique_dir(rel_dir);
     let spec = RunSpec {
         suite: suite.clone(),
         scenario,
         strategy,
         engine,
+        backend,
         tls,
         seed: raftcert::util::unique_suffix(),
         dir: output_dir().join(&rel_dir),
@@ -136,6 +219,21 @@ pub async fn run_with(
         .await
         .unwrap_or_else(|e| panic!("run limiter closed: {e}"));
     run_scenario(spec, None).await
+}
+
+/// Two tests may run the same cell at once: the second gets its own
+/// directory.
+fn unique_dir(wanted: String) -> String {
+    static USED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut used = USED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut dir = wanted.clone();
+    let mut n = 1;
+    while !used.insert(dir.clone()) {
+        n += 1;
+        dir = format!("{wanted}-{n}");
+    }
+    dir
 }
 
 /// A readable account of every violation, for assertion messages.

@@ -44,6 +44,7 @@ pub fn cleanup_everything() {
         .copied()
         .collect();
     kill_groups_and_wait(&groups);
+    super::docker::cleanup_live_runs_blocking();
     let dirs: Vec<PathBuf> = DIRS
         .lock()
         .unwrap_or_else(|p| p.into_inner())

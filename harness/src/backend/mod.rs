@@ -1,6 +1,7 @@
 //! Backends: where members run and the faults they can suffer.
 
 pub mod cleanup;
+pub mod docker;
 pub mod process;
 pub mod spawner;
 
@@ -28,6 +29,14 @@ pub enum BackendError {
     },
     #[error("no free loopback addresses for {0} members")]
     NoAddresses(u32),
+    #[error("docker: {0}")]
+    Docker(String),
+    #[error("no Docker engine answers ({0}); start dockerd or set DOCKER_HOST")]
+    NoDocker(String),
+    #[error(
+        "image {image} is not available locally and cannot be pulled here ({reason}); build or load it first"
+    )]
+    MissingImage { image: String, reason: String },
     #[error("fault {fault:?} is not supported by the {backend} backend")]
     Unsupported {
         fault: FaultKind,
@@ -39,7 +48,14 @@ pub enum BackendError {
 #[derive(Debug, Clone)]
 pub struct SlotState {
     pub info: SlotInfo,
+    /// The slot's data on the host, read for `has_data`.
     pub data_dir: PathBuf,
+    /// The data directory as the member sees it.
+    pub member_data_dir: String,
+    pub listen_peer_url: String,
+    pub listen_client_url: String,
+    /// Where the harness reaches the member's client port.
+    pub observe_url: String,
     pub phase: Phase,
     pub restarts: u32,
     pub last_exit: Option<ExitInfo>,
@@ -64,6 +80,62 @@ pub trait Backend {
     /// Deletes the data of an empty slot.
     async fn wipe(&mut self, slot: &str) -> Result<(), BackendError>;
     async fn inject(&mut self, fault: FaultKind, slot: &str) -> Result<(), BackendError>;
+    /// Cuts the network between `side` and every other running slot, until
+    /// a `Heal` fault.
+    async fn partition(&mut self, side: &[String]) -> Result<(), BackendError>;
+    /// Undoes every partition.
+    async fn heal(&mut self) -> Result<(), BackendError>;
     /// Stops everything; the backend is unusable afterwards.
     async fn shutdown(&mut self);
+}
+
+/// The backends a run can use, behind one type.
+pub enum AnyBackend {
+    Process(process::ProcessBackend),
+    Docker(Box<docker::DockerBackend>),
+}
+
+macro_rules! each_backend {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            AnyBackend::Process($b) => $e,
+            AnyBackend::Docker($b) => $e,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    fn name(&self) -> &'static str {
+        each_backend!(self, b => b.name())
+    }
+    fn slots(&self) -> Vec<SlotState> {
+        each_backend!(self, b => b.slots())
+    }
+    fn has_data(&self, slot: &SlotState) -> bool {
+        each_backend!(self, b => b.has_data(slot))
+    }
+    async fn tick(&mut self) {
+        each_backend!(self, b => b.tick().await)
+    }
+    async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), BackendError> {
+        each_backend!(self, b => b.start(slot, spec).await)
+    }
+    async fn stop(&mut self, slot: &str) -> Result<(), BackendError> {
+        each_backend!(self, b => b.stop(slot).await)
+    }
+    async fn wipe(&mut self, slot: &str) -> Result<(), BackendError> {
+        each_backend!(self, b => b.wipe(slot).await)
+    }
+    async fn inject(&mut self, fault: FaultKind, slot: &str) -> Result<(), BackendError> {
+        each_backend!(self, b => b.inject(fault, slot).await)
+    }
+    async fn partition(&mut self, side: &[String]) -> Result<(), BackendError> {
+        each_backend!(self, b => b.partition(side).await)
+    }
+    async fn heal(&mut self) -> Result<(), BackendError> {
+        each_backend!(self, b => b.heal().await)
+    }
+    async fn shutdown(&mut self) {
+        each_backend!(self, b => b.shutdown().await)
+    }
 }

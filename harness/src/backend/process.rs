@@ -98,6 +98,7 @@ impl ProcessBackend {
         data_root: &Path,
         logs_dir: &Path,
     ) -> Result<Self, BackendError> {
+        // Each member listens where it advertises, on its own address.
         std::fs::create_dir_all(logs_dir).map_err(|source| BackendError::Io {
             what: "creating",
             path: logs_dir.to_path_buf(),
@@ -109,6 +110,10 @@ impl ProcessBackend {
                 let data_dir = data_root.join(&info.name);
                 Slot {
                     state: SlotState {
+                        member_data_dir: data_dir.display().to_string(),
+                        listen_peer_url: info.peer_url.clone(),
+                        listen_client_url: info.client_url.clone(),
+                        observe_url: info.client_url.clone(),
                         info,
                         data_dir,
                         phase: Phase::Empty,
@@ -346,7 +351,7 @@ impl ProcessBackend {
     }
 }
 
-fn record_fact(recorder: &Recorder, slot: &str, fact: LogFact) {
+pub(crate) fn record_fact(recorder: &Recorder, slot: &str, fact: LogFact) {
     let slot = slot.to_string();
     let kind = match fact {
         LogFact::Start(config) => EventKind::MemberStart { slot, config },
@@ -491,7 +496,11 @@ impl Backend for ProcessBackend {
                 self.empty_slot(idx);
                 self.wipe_dir(idx)?;
             }
-            FaultKind::CrashDeployer => {
+            FaultKind::CrashDeployer
+            | FaultKind::Disconnect
+            | FaultKind::Reconnect
+            | FaultKind::Isolate
+            | FaultKind::Heal => {
                 return Err(BackendError::Unsupported {
                     fault,
                     backend: "process",
@@ -499,6 +508,18 @@ impl Backend for ProcessBackend {
             }
         }
         Ok(())
+    }
+
+    async fn heal(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn partition(&mut self, _side: &[String]) -> Result<(), BackendError> {
+        // Members share the host's loopback: nothing can cut it per member.
+        Err(BackendError::Unsupported {
+            fault: FaultKind::Isolate,
+            backend: "process",
+        })
     }
 
     async fn shutdown(&mut self) {

@@ -17,8 +17,12 @@ pub const ELECTION_MS: u32 = 750;
 #[derive(Debug, Clone)]
 pub struct SlotEndpoints {
     pub name: String,
+    /// Advertised to peers and clients.
     pub peer_url: String,
     pub client_url: String,
+    /// Where the member binds (`0.0.0.0` in a container).
+    pub listen_peer_url: String,
+    pub listen_client_url: String,
     pub data_dir: String,
 }
 
@@ -28,9 +32,9 @@ pub fn base_args(slot: &SlotEndpoints, tls: Option<&TlsMaterial>) -> Vec<String>
     let mut args = vec![
         format!("--name={}", slot.name),
         format!("--data-dir={}", slot.data_dir),
-        format!("--listen-peer-urls={}", slot.peer_url),
+        format!("--listen-peer-urls={}", slot.listen_peer_url),
         format!("--initial-advertise-peer-urls={}", slot.peer_url),
-        format!("--listen-client-urls={}", slot.client_url),
+        format!("--listen-client-urls={}", slot.listen_client_url),
         format!("--advertise-client-urls={}", slot.client_url),
         format!("--heartbeat-interval={HEARTBEAT_MS}"),
         format!("--election-timeout={ELECTION_MS}"),

@@ -67,7 +67,9 @@ fn leaf_params(
 
 impl TlsMaterial {
     /// Generates a CA and certificates for `members` (name, IP) into `dir`.
-    pub fn generate(dir: &Path, members: &[(String, String)]) -> Result<Self, TlsError> {
+    /// `members` holds each member's name and the names and addresses its
+    /// certificate must be valid for.
+    pub fn generate(dir: &Path, members: &[(String, Vec<String>)]) -> Result<Self, TlsError> {
         std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
             path: dir.to_path_buf(),
             source,
@@ -88,13 +90,9 @@ impl TlsMaterial {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        for (name, ip) in members {
+        for (name, sans) in members {
             let key = KeyPair::generate()?;
-            let params = leaf_params(
-                name,
-                vec![ip.clone(), "localhost".to_string(), name.clone()],
-                both.clone(),
-            )?;
+            let params = leaf_params(name, sans.clone(), both.clone())?;
             let cert = params.signed_by(&key, &issuer)?;
             write(&dir.join(format!("{name}.pem")), &cert.pem())?;
             write(&dir.join(format!("{name}-key.pem")), &key.serialize_pem())?;

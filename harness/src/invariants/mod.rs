@@ -12,6 +12,7 @@ pub mod i6_data_loss;
 pub mod i7_scale_in;
 pub mod i8_unique_urls;
 pub mod model;
+pub mod n1_minority_refuses_writes;
 #[cfg(test)]
 mod scenarios;
 #[cfg(test)]
@@ -78,6 +79,7 @@ pub fn registry() -> &'static [Invariant] {
         i6_data_loss::INVARIANT,
         i7_scale_in::INVARIANT,
         i8_unique_urls::INVARIANT,
+        n1_minority_refuses_writes::INVARIANT,
         d1_durability::INVARIANT,
     ]
 }

@@ -86,6 +86,30 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             }
             Ok(())
         }
+        EventKind::NetworkCut { isolated, rest } => write!(
+            out,
+            " isolated=[{}] rest=[{}]",
+            isolated.join(","),
+            rest.join(",")
+        ),
+        EventKind::NetworkHealed => Ok(()),
+        EventKind::WriteProbe {
+            slot,
+            side_has_quorum,
+            ok,
+            error,
+        } => {
+            let side = if *side_has_quorum {
+                "quorum"
+            } else {
+                "minority"
+            };
+            write!(out, " slot={} side={side} ok={ok}", text(slot))?;
+            if let Some(error) = error {
+                write!(out, " error={}", text(error))?;
+            }
+            Ok(())
+        }
         EventKind::DeployerActions { actions } => {
             let mut shown: Vec<String> =
                 actions.iter().take(ACTIONS_MAX).map(action_label).collect();

@@ -81,6 +81,58 @@ pub struct FreezeSpec {
     pub duration: Dur,
 }
 
+/// Which members a partition cuts off from the rest: one member by
+/// selector (`leader`, `1`), or several by ordinal (`[0, 1]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "IsolateRaw")]
+pub enum IsolateSet {
+    One(MemberSelector),
+    /// Bit `n` set for ordinal `n`.
+    Ordinals(u16),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IsolateRaw {
+    Many(Vec<u32>),
+    One(MemberSelector),
+}
+
+impl TryFrom<IsolateRaw> for IsolateSet {
+    type Error = String;
+    fn try_from(raw: IsolateRaw) -> Result<Self, Self::Error> {
+        match raw {
+            IsolateRaw::One(sel) => Ok(IsolateSet::One(sel)),
+            IsolateRaw::Many(list) if list.is_empty() => Err("isolate needs a member".into()),
+            IsolateRaw::Many(list) => list
+                .into_iter()
+                .try_fold(0u16, |mask, o| {
+                    if o < 16 {
+                        Ok(mask | 1 << o)
+                    } else {
+                        Err(format!("member {o} out of range"))
+                    }
+                })
+                .map(IsolateSet::Ordinals),
+        }
+    }
+}
+
+impl IsolateSet {
+    pub fn ordinals(mask: u16) -> impl Iterator<Item = u32> {
+        (0..16).filter(move |o| mask & (1 << o) != 0)
+    }
+}
+
+/// A network partition held for a while, then healed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    pub isolate: IsolateSet,
+    #[serde(rename = "for")]
+    pub duration: Dur,
+}
+
 /// When a mid-step fault fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -111,6 +163,9 @@ pub struct Inject {
     pub fault: FaultKind,
     #[serde(default)]
     pub member: Option<MemberSelector>,
+    /// For isolate, disconnect and freeze: undo the fault after this long.
+    #[serde(default, rename = "for")]
+    pub duration: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +175,10 @@ pub enum StepAction {
     Restart(MemberSelector),
     Kill(MemberSelector),
     Freeze(FreezeSpec),
+    /// Cut members off from the others; the harness still reaches them.
+    Partition(PartitionSpec),
+    /// Detach a member from the run's network, then attach it again.
+    Disconnect(FreezeSpec),
     DeletePod(MemberSelector),
     LoseVolume(MemberSelector),
     RollingRestart,
@@ -136,6 +195,14 @@ impl StepAction {
             StepAction::Restart(m) => format!("restart {m:?}"),
             StepAction::Kill(m) => format!("kill {m:?}"),
             StepAction::Freeze(f) => format!("freeze {:?}", f.member),
+            StepAction::Partition(p) => match p.isolate {
+                IsolateSet::One(m) => format!("partition {m:?}"),
+                IsolateSet::Ordinals(mask) => format!(
+                    "partition {:?}",
+                    IsolateSet::ordinals(mask).collect::<Vec<_>>()
+                ),
+            },
+            StepAction::Disconnect(f) => format!("disconnect {:?}", f.member),
             StepAction::DeletePod(m) => format!("delete-pod {m:?}"),
             StepAction::LoseVolume(m) => format!("lose-volume {m:?}"),
             StepAction::RollingRestart => "rolling-restart".into(),
@@ -163,6 +230,8 @@ struct RawStep {
     restart: Option<MemberSelector>,
     kill: Option<MemberSelector>,
     freeze: Option<FreezeSpec>,
+    partition: Option<PartitionSpec>,
+    disconnect: Option<FreezeSpec>,
     delete_pod: Option<MemberSelector>,
     lose_volume: Option<MemberSelector>,
     rolling_restart: Option<serde::de::IgnoredAny>,
@@ -192,6 +261,12 @@ impl TryFrom<RawStep> for Step {
         if let Some(f) = raw.freeze {
             actions.push(StepAction::Freeze(f));
         }
+        if let Some(p) = raw.partition {
+            actions.push(StepAction::Partition(p));
+        }
+        if let Some(f) = raw.disconnect {
+            actions.push(StepAction::Disconnect(f));
+        }
         if let Some(m) = raw.delete_pod {
             actions.push(StepAction::DeletePod(m));
         }
@@ -216,7 +291,7 @@ impl TryFrom<RawStep> for Step {
                 settle: raw.settle.map(|d| d.0),
                 inject: raw.inject,
             }),
-            [] => Err("a step needs one of bootstrap, scale, restart, kill, freeze, delete-pod, lose-volume, rolling-restart, full-restart, crash-deployer, wait".into()),
+            [] => Err("a step needs one of bootstrap, scale, restart, kill, freeze, partition, disconnect, delete-pod, lose-volume, rolling-restart, full-restart, crash-deployer, wait".into()),
             _ => Err("a step has exactly one action".into()),
         }
     }
@@ -247,6 +322,23 @@ impl Scenario {
             })
             .max()
             .unwrap_or(0)
+    }
+    /// Whether the scenario cuts the network, which only some backends can.
+    pub fn needs_partitions(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s.action,
+                StepAction::Partition(_) | StepAction::Disconnect(_)
+            ) || s.inject.is_some_and(|i| {
+                matches!(
+                    i.fault,
+                    FaultKind::Isolate
+                        | FaultKind::Heal
+                        | FaultKind::Disconnect
+                        | FaultKind::Reconnect
+                )
+            })
+        })
     }
     pub fn bootstrap_replicas(&self) -> u32 {
         match self.steps.first().map(|s| s.action) {
@@ -374,13 +466,35 @@ impl Suite {
                     | StepAction::Kill(sel)
                     | StepAction::DeletePod(sel)
                     | StepAction::LoseVolume(sel)
-                    | StepAction::Freeze(FreezeSpec { member: sel, .. }) => {
+                    | StepAction::Freeze(FreezeSpec { member: sel, .. })
+                    | StepAction::Disconnect(FreezeSpec { member: sel, .. })
+                    | StepAction::Partition(PartitionSpec {
+                        isolate: IsolateSet::One(sel),
+                        ..
+                    }) => {
                         if let MemberSelector::Ordinal(o) = sel
                             && o >= desired
                         {
                             return Err(invalid(
                                 n,
                                 format!("member {o} does not exist with {desired} replicas"),
+                            ));
+                        }
+                    }
+                    StepAction::Partition(PartitionSpec {
+                        isolate: IsolateSet::Ordinals(mask),
+                        ..
+                    }) => {
+                        if let Some(o) = IsolateSet::ordinals(mask).find(|o| *o >= desired) {
+                            return Err(invalid(
+                                n,
+                                format!("member {o} does not exist with {desired} replicas"),
+                            ));
+                        }
+                        if IsolateSet::ordinals(mask).count() as u32 >= desired {
+                            return Err(invalid(
+                                n,
+                                "a partition must leave some member on the other side".into(),
                             ));
                         }
                     }
@@ -392,7 +506,9 @@ impl Suite {
                     {
                         return Err(invalid(n, format!("inject member {o} does not exist")));
                     }
-                    if inject.member.is_none() && inject.fault != FaultKind::CrashDeployer {
+                    let needs_member =
+                        !matches!(inject.fault, FaultKind::CrashDeployer | FaultKind::Heal);
+                    if inject.member.is_none() && needs_member {
                         return Err(invalid(n, "inject needs a member for this fault".into()));
                     }
                 }

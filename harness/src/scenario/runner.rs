@@ -1,10 +1,13 @@
 //! Drives one scenario run: backend + deployer in a reconcile loop, faults,
 //! observation into the trace, then the invariants over the trace.
 
-use super::model::{Inject, MemberSelector, Scenario, Step, StepAction, Suite, Trigger};
+use super::model::{
+    Inject, IsolateSet, MemberSelector, Scenario, Step, StepAction, Suite, Trigger,
+};
 use crate::backend::cleanup::TempDir;
+use crate::backend::docker::{self, DockerBackend};
 use crate::backend::process::{AddressPlan, CLIENT_PORT, PEER_PORT, ProcessBackend};
-use crate::backend::{Backend, SlotState};
+use crate::backend::{AnyBackend, Backend, SlotState};
 use crate::deployer::strategies::StrategyInfo;
 use crate::deployer::{
     Action, ActionResult, Deployer, DeployerContext, EngineView, MembersView, Observation,
@@ -28,6 +31,8 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(30);
 const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(15);
+/// A write that has not committed after this long counts as refused.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const WORKLOAD_PREFIX: &str = "/raftcert/w/";
 
 /// Builds a fresh deployer; called again after a deployer crash.
@@ -76,6 +81,26 @@ impl StrategyChoice {
     }
 }
 
+/// Where the members of a run live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Local processes, one loopback address each.
+    #[default]
+    Process,
+    /// Containers on a per-run Docker network; `image` overrides the image
+    /// raftcert builds from the provisioned engine.
+    Docker { image: Option<String> },
+}
+
+impl BackendChoice {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendChoice::Process => "process",
+            BackendChoice::Docker { .. } => "docker",
+        }
+    }
+}
+
 /// Everything one run needs.
 #[derive(Clone)]
 pub struct RunSpec {
@@ -83,6 +108,7 @@ pub struct RunSpec {
     pub scenario: Scenario,
     pub strategy: StrategyChoice,
     pub engine: EngineInstall,
+    pub backend: BackendChoice,
     pub tls: bool,
     pub seed: u64,
     /// Directory of this run's trace and logs.
@@ -101,7 +127,7 @@ impl RunSpec {
             strategy: self.strategy.name(),
             engine: self.engine.kind.to_string(),
             engine_version: self.engine.version.clone(),
-            backend: "process".into(),
+            backend: self.backend.name().into(),
             replicas: self.scenario.max_replicas(),
             tls: self.tls,
             seed: self.seed,
@@ -138,7 +164,7 @@ struct Polled {
 
 struct Controller {
     recorder: Recorder,
-    backend: ProcessBackend,
+    backend: AnyBackend,
     deployer: Box<dyn Deployer>,
     strategy: StrategyChoice,
     ctx: DeployerContext,
@@ -171,7 +197,9 @@ impl Controller {
             name: s.info.name.clone(),
             peer_url: s.info.peer_url.clone(),
             client_url: s.info.client_url.clone(),
-            data_dir: s.data_dir.display().to_string(),
+            listen_peer_url: s.listen_peer_url.clone(),
+            listen_client_url: s.listen_client_url.clone(),
+            data_dir: s.member_data_dir.clone(),
         };
         SlotView {
             name: s.info.name.clone(),
@@ -231,7 +259,7 @@ impl Controller {
                 .get(&name)
                 .filter(|(inc, _)| *inc == incarnation)
                 .map(|(_, c)| c.clone());
-            let endpoint = slot.info.client_url.clone();
+            let endpoint = slot.observe_url.clone();
             let cfg = self.client_cfg.clone();
             let version_known = self
                 .cluster_versions
@@ -643,13 +671,136 @@ impl Controller {
         if fault == FaultKind::CrashDeployer {
             return self.crash_deployer().await;
         }
+        if fault == FaultKind::Heal {
+            return self.heal().await;
+        }
         let selector =
             selector.ok_or_else(|| RunAbort::Harness(format!("{fault:?} needs a member")))?;
         let slot = self.resolve(selector).await?;
+        if fault == FaultKind::Isolate {
+            return self.cut(vec![slot]).await;
+        }
         self.backend
             .inject(fault, &slot)
             .await
             .map_err(|e| RunAbort::Harness(e.to_string()))
+    }
+
+    /// The fault that undoes `fault` on `slot`, when it can be held.
+    fn undo_for(fault: FaultKind, slot: Option<&str>) -> Option<Undo> {
+        match (fault, slot) {
+            (FaultKind::Freeze, Some(s)) => Some(Undo::Thaw(s.to_string())),
+            (FaultKind::Disconnect, Some(s)) => Some(Undo::Reconnect(s.to_string())),
+            (FaultKind::Isolate, _) => Some(Undo::Heal),
+            _ => None,
+        }
+    }
+
+    async fn undo(&mut self, undo: Undo) -> Result<(), RunAbort> {
+        let harness = |e: crate::backend::BackendError| RunAbort::Harness(e.to_string());
+        match undo {
+            Undo::Thaw(slot) => self
+                .backend
+                .inject(FaultKind::Thaw, &slot)
+                .await
+                .map_err(harness),
+            Undo::Reconnect(slot) => self
+                .backend
+                .inject(FaultKind::Reconnect, &slot)
+                .await
+                .map_err(harness),
+            Undo::Heal => self.heal().await,
+        }
+    }
+
+    /// Cuts `isolated` off from every other running member, then probes
+    /// which side still takes writes.
+    async fn cut(&mut self, isolated: Vec<String>) -> Result<(), RunAbort> {
+        let rest: Vec<String> = self
+            .backend
+            .slots()
+            .iter()
+            .filter(|s| s.phase == Phase::Running && !isolated.contains(&s.info.name))
+            .map(|s| s.info.name.clone())
+            .collect();
+        for slot in &isolated {
+            self.recorder.record(EventKind::FaultInjected {
+                fault: FaultKind::Isolate,
+                slot: Some(slot.clone()),
+            });
+        }
+        self.recorder.record(EventKind::NetworkCut {
+            isolated: isolated.clone(),
+            rest: rest.clone(),
+        });
+        self.backend
+            .partition(&isolated)
+            .await
+            .map_err(|e| RunAbort::Harness(e.to_string()))?;
+        self.probe_writes(&isolated, &rest).await;
+        Ok(())
+    }
+
+    async fn heal(&mut self) -> Result<(), RunAbort> {
+        self.recorder.record(EventKind::FaultInjected {
+            fault: FaultKind::Heal,
+            slot: None,
+        });
+        self.backend
+            .heal()
+            .await
+            .map_err(|e| RunAbort::Harness(e.to_string()))?;
+        self.recorder.record(EventKind::NetworkHealed);
+        Ok(())
+    }
+
+    /// Sends one write to every member on both sides of a cut, at once.
+    async fn probe_writes(&mut self, isolated: &[String], rest: &[String]) {
+        // Every voting member counts toward the quorum, started or not; each
+        // sits on the side of its slot.
+        let voters: Vec<String> = self
+            .members
+            .as_ref()
+            .map(|(_, _, _, ms)| {
+                ms.iter()
+                    .filter(|m| !m.is_learner)
+                    .filter_map(|m| {
+                        self.slot_infos
+                            .iter()
+                            .find(|s| m.peer_urls.contains(&s.peer_url))
+                            .map(|s| s.name.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let quorum = voters.len() / 2 + 1;
+        let mut probes = JoinSet::new();
+        for side in [isolated, rest] {
+            let side_voters = voters.iter().filter(|v| side.contains(v)).count();
+            let side_has_quorum = side_voters >= quorum;
+            for slot in side {
+                let Some((_, client)) = self.clients.get(slot) else {
+                    continue;
+                };
+                let client = client.with_call_timeout(PROBE_TIMEOUT);
+                let slot = slot.clone();
+                let key = format!("/raftcert/probe/{slot}-{}", crate::util::unique_suffix());
+                probes.spawn(async move {
+                    let outcome = client.put(&key, "probe").await;
+                    (slot, side_has_quorum, outcome)
+                });
+            }
+        }
+        while let Some(joined) = probes.join_next().await {
+            if let Ok((slot, side_has_quorum, outcome)) = joined {
+                self.recorder.record(EventKind::WriteProbe {
+                    slot,
+                    side_has_quorum,
+                    ok: outcome.is_ok(),
+                    error: outcome.err().map(|e| e.to_string()),
+                });
+            }
+        }
     }
 
     fn say(&self, text: &str) {
@@ -668,7 +819,7 @@ impl Controller {
         deadline: Duration,
     ) -> Result<(bool, Duration), RunAbort> {
         let started = Instant::now();
-        let mut thaw_at: Option<(Instant, String)> = None;
+        let mut undo_at: Option<(Instant, Undo)> = None;
         match action {
             StepAction::Bootstrap(n) | StepAction::Scale(n) => self.desired = n,
             _ => {}
@@ -691,7 +842,32 @@ impl Controller {
                     .inject(FaultKind::Freeze, &slot)
                     .await
                     .map_err(|e| RunAbort::Harness(e.to_string()))?;
-                thaw_at = Some((started + spec.duration.0, slot));
+                undo_at = Some((started + spec.duration.0, Undo::Thaw(slot)));
+            }
+            StepAction::Disconnect(spec) => {
+                let slot = self.resolve(spec.member).await?;
+                self.backend
+                    .inject(FaultKind::Disconnect, &slot)
+                    .await
+                    .map_err(|e| RunAbort::Harness(e.to_string()))?;
+                undo_at = Some((started + spec.duration.0, Undo::Reconnect(slot)));
+            }
+            StepAction::Partition(spec) => {
+                let mut isolated = Vec::new();
+                let selectors: Vec<MemberSelector> = match spec.isolate {
+                    IsolateSet::One(sel) => vec![sel],
+                    IsolateSet::Ordinals(mask) => IsolateSet::ordinals(mask)
+                        .map(MemberSelector::Ordinal)
+                        .collect(),
+                };
+                for sel in selectors {
+                    let slot = self.resolve(sel).await?;
+                    if !isolated.contains(&slot) {
+                        isolated.push(slot);
+                    }
+                }
+                self.cut(isolated).await?;
+                undo_at = Some((started + spec.duration.0, Undo::Heal));
             }
             StepAction::FullRestart => {
                 for ordinal in 0..self.desired {
@@ -716,26 +892,41 @@ impl Controller {
                 };
                 if fire {
                     pending_inject = None;
-                    self.inject(inj.fault, inj.member).await?;
+                    let slot = match inj.member {
+                        Some(sel) if inj.duration.is_some() => Some(self.resolve(sel).await?),
+                        _ => None,
+                    };
+                    match (&slot, inj.fault) {
+                        // The member resolved above is the one to undo.
+                        (Some(s), FaultKind::Isolate) => self.cut(vec![s.clone()]).await?,
+                        (Some(s), fault) => self
+                            .backend
+                            .inject(fault, s)
+                            .await
+                            .map_err(|e| RunAbort::Harness(e.to_string()))?,
+                        (None, fault) => self.inject(fault, inj.member).await?,
+                    }
+                    if let Some(d) = inj.duration
+                        && let Some(undo) = Self::undo_for(inj.fault, slot.as_deref())
+                    {
+                        undo_at = Some((Instant::now() + d.0, undo));
+                    }
                 }
             }
-            if let Some((at, slot)) = &thaw_at
-                && Instant::now() >= *at
+            if undo_at
+                .as_ref()
+                .is_some_and(|(at, _)| Instant::now() >= *at)
+                && let Some((_, undo)) = undo_at.take()
             {
-                let slot = slot.clone();
-                thaw_at = None;
-                self.backend
-                    .inject(FaultKind::Thaw, &slot)
-                    .await
-                    .map_err(|e| RunAbort::Harness(e.to_string()))?;
+                self.undo(undo).await?;
             }
-            let waiting_on_faults = pending_inject.is_some() || thaw_at.is_some();
+            let waiting_on_faults = pending_inject.is_some() || undo_at.is_some();
             if !waiting_on_faults && self.settled(started) {
                 return Ok((true, started.elapsed()));
             }
             if started.elapsed() >= deadline {
-                if let Some((_, slot)) = thaw_at.take() {
-                    let _ = self.backend.inject(FaultKind::Thaw, &slot).await;
+                if let Some((_, undo)) = undo_at.take() {
+                    let _ = self.undo(undo).await;
                 }
                 return Ok((false, started.elapsed()));
             }
@@ -748,6 +939,13 @@ impl Controller {
             }
         }
     }
+}
+
+/// A fault held for a while, and how to undo it.
+enum Undo {
+    Thaw(String),
+    Reconnect(String),
+    Heal,
 }
 
 /// Stands in while a crashed deployer is replaced.
@@ -848,24 +1046,104 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
     let harness = |what: &str, e: &dyn std::fmt::Display| RunAbort::Harness(format!("{what}: {e}"));
     std::fs::create_dir_all(&spec.dir).map_err(|e| harness("creating run directory", &e))?;
     let replicas = spec.scenario.max_replicas();
-    let plan = AddressPlan::allocate(replicas, spec.seed ^ crate::util::unique_suffix())
-        .map_err(|e| harness("addresses", &e))?;
     let scratch = TempDir::new("raftcert-run").map_err(|e| harness("temporary directory", &e))?;
-    let slot_infos = slot_infos(&plan, replicas, spec.tls);
-    let tls = if spec.tls {
-        let members: Vec<(String, String)> = slot_infos
-            .iter()
-            .map(|s| (s.name.clone(), plan.member_ip(s.ordinal)))
-            .collect();
-        Some(
-            TlsMaterial::generate(&scratch.path().join("tls"), &members)
-                .map_err(|e| harness("certificates", &e))?,
-        )
-    } else {
-        None
-    };
     let recorder =
         Recorder::to_file(&spec.dir.join("trace.jsonl")).map_err(|e| harness("trace", &e))?;
+    let logs_dir = spec.dir.join("logs");
+    let tls_dir = scratch.path().join("tls");
+    let generate_tls = |members: Vec<(String, Vec<String>)>| {
+        spec.tls
+            .then(|| TlsMaterial::generate(&tls_dir, &members))
+            .transpose()
+            .map_err(|e| harness("certificates", &e))
+    };
+    let (backend, slot_infos, service_ip, binary, tls) = match &spec.backend {
+        BackendChoice::Process => {
+            let plan = AddressPlan::allocate(replicas, spec.seed ^ crate::util::unique_suffix())
+                .map_err(|e| harness("addresses", &e))?;
+            let slot_infos = slot_infos(&plan, replicas, spec.tls);
+            let tls = generate_tls(
+                slot_infos
+                    .iter()
+                    .map(|s| {
+                        let sans = vec![
+                            plan.member_ip(s.ordinal),
+                            "localhost".to_string(),
+                            s.name.clone(),
+                        ];
+                        (s.name.clone(), sans)
+                    })
+                    .collect(),
+            )?;
+            let backend = ProcessBackend::new(
+                recorder.clone(),
+                slot_infos.clone(),
+                &scratch.path().join("data"),
+                &logs_dir,
+            )
+            .map_err(|e| harness("backend", &e))?;
+            let binary = spec.engine.server.display().to_string();
+            (
+                AnyBackend::Process(backend),
+                slot_infos,
+                plan.service_ip(),
+                binary,
+                tls,
+            )
+        }
+        BackendChoice::Docker { image } => {
+            let client = docker::connect().await.map_err(|e| harness("docker", &e))?;
+            let image = docker::ensure_engine_image(&client, &spec.engine, image.as_deref())
+                .await
+                .map_err(|e| harness("image", &e))?;
+            let label = format!(
+                "{}-{:x}",
+                spec.run_id
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect::<String>(),
+                crate::util::unique_suffix() % 0xff_ffff
+            );
+            let config = docker::DockerRunConfig {
+                run_label: label,
+                replicas,
+                tls: spec.tls,
+                image,
+                logs_dir: logs_dir.clone(),
+                seed: spec.seed ^ crate::util::unique_suffix(),
+            };
+            let (mut backend, layout) = DockerBackend::create(client, recorder.clone(), config)
+                .await
+                .map_err(|e| harness("docker backend", &e))?;
+            let tls = generate_tls(
+                layout
+                    .slots
+                    .iter()
+                    .zip(&layout.hosts)
+                    .map(|(s, host)| {
+                        let sans = vec![
+                            "127.0.0.1".to_string(),
+                            "localhost".to_string(),
+                            s.name.clone(),
+                            host.clone(),
+                        ];
+                        (s.name.clone(), sans)
+                    })
+                    .collect(),
+            )?;
+            if tls.is_some() {
+                backend.set_tls_dir(&tls_dir);
+            }
+            let binary = docker::ENGINE_PATH.to_string();
+            (
+                AnyBackend::Docker(Box::new(backend)),
+                layout.slots,
+                layout.service_ip,
+                binary,
+                tls,
+            )
+        }
+    };
     let quorum_grace = spec.suite.quorum_grace_for(&spec.scenario);
     recorder.record(EventKind::RunStarted {
         format: crate::trace::TRACE_FORMAT,
@@ -874,23 +1152,16 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
         strategy: spec.strategy.name(),
         engine: spec.engine.kind.to_string(),
         engine_version: spec.engine.version.clone(),
-        backend: "process".into(),
+        backend: spec.backend.name().into(),
         seed: spec.seed,
         tls: spec.tls,
         slots: slot_infos.clone(),
         quorum_grace_ms: quorum_grace.as_millis() as u64,
     });
-    let backend = ProcessBackend::new(
-        recorder.clone(),
-        slot_infos.clone(),
-        &scratch.path().join("data"),
-        &spec.dir.join("logs"),
-    )
-    .map_err(|e| harness("backend", &e))?;
     let ctx = DeployerContext {
-        service_ip: plan.service_ip(),
+        service_ip,
         service_port: crate::deployer::SERVICE_PORT,
-        log_dir: spec.dir.join("logs"),
+        log_dir: logs_dir.clone(),
     };
     let deployer = spec.strategy.build(&ctx)?;
     let client_cfg = ClientConfig {
@@ -907,7 +1178,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
         engine: EngineView {
             kind: spec.engine.kind.to_string(),
             version: spec.engine.version.clone(),
-            binary: spec.engine.server.display().to_string(),
+            binary,
         },
         token: format!("raftcert-{}", crate::util::unique_suffix() % 1_000_000_000),
         tls,
@@ -1025,12 +1296,22 @@ async fn final_read(ctl: &mut Controller) {
 }
 
 /// Path of a run's directory inside the report directory.
-pub fn run_dir_name(scenario: &str, strategy: &str, engine: &EngineInstall, tls: bool) -> String {
+pub fn run_dir_name(
+    scenario: &str,
+    strategy: &str,
+    engine: &EngineInstall,
+    tls: bool,
+    backend: &BackendChoice,
+) -> String {
     format!(
-        "runs/{}-{}-{}{}",
+        "runs/{}-{}-{}{}{}",
         scenario,
         strategy,
         engine.version,
-        if tls { "-tls" } else { "" }
+        if tls { "-tls" } else { "" },
+        match backend {
+            BackendChoice::Process => "",
+            BackendChoice::Docker { .. } => "-docker",
+        }
     )
 }

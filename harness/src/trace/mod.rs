@@ -73,6 +73,14 @@ pub enum FaultKind {
     DeletePod,
     LoseVolume,
     CrashDeployer,
+    /// Detach the member from the run's network (docker network disconnect).
+    Disconnect,
+    Reconnect,
+    /// Cut the member off from every other member; the harness still
+    /// reaches it.
+    Isolate,
+    /// Undo every cut.
+    Heal,
 }
 
 /// Bootstrap configuration of one start, read from the engine's own log.
@@ -234,6 +242,22 @@ pub enum EventKind {
         revision: u64,
         is_learner: bool,
     },
+    /// Traffic between `isolated` and `rest` is dropped until a heal.
+    NetworkCut {
+        isolated: Vec<String>,
+        rest: Vec<String>,
+    },
+    NetworkHealed,
+    /// A write sent to one member while the network was cut, to see which
+    /// side accepts writes.
+    WriteProbe {
+        slot: String,
+        /// Whether the member's side holds a quorum of the voting members.
+        side_has_quorum: bool,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     ClientWrite {
         key: String,
         value: String,
@@ -275,6 +299,9 @@ impl EventKind {
             EventKind::MembershipCall { .. } => "membership-call",
             EventKind::MemberList { .. } => "member-list",
             EventKind::MemberStatus { .. } => "member-status",
+            EventKind::NetworkCut { .. } => "network-cut",
+            EventKind::NetworkHealed => "network-healed",
+            EventKind::WriteProbe { .. } => "write-probe",
             EventKind::ClientWrite { .. } => "client-write",
             EventKind::FinalRead { .. } => "final-read",
             EventKind::RunFinished { .. } => "run-finished",

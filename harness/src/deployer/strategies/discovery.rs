@@ -8,10 +8,15 @@ use tokio::net::{TcpSocket, TcpStream};
 /// Runs at every start of a member and decides its flags then, like
 /// tidb-operator's PD start script (`startscript/v1/template.go`): with a
 /// WAL, start as is; without, ask the discovery service until it answers.
+/// curl where it exists, else busybox wget (in raftcert's member images);
+/// Debian's busybox 1.35 wget crashes with its own `-T`, hence `timeout`.
 const START_SCRIPT: &str = r#"if [ -d "$DATA_DIR/member/wal" ]; then
   exec "$ETCD_BIN" "$@"
 fi
-until flags=$(curl -sf --max-time 3 "$DISCOVERY_URL/new/$MEMBER_NAME"); do
+fetch() {
+  if command -v curl >/dev/null 2>&1; then curl -sf --max-time 3 "$1"; else timeout 3 wget -q -O - "$1"; fi
+}
+until flags=$(fetch "$DISCOVERY_URL/new/$MEMBER_NAME"); do
   echo "waiting for discovery service to return start args ..." >&2
   sleep 0.5
 done

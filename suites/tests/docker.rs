@@ -1,0 +1,108 @@
+//! The conformance suite with members as containers: the same scenarios,
+//! strategies, trace and invariants as tests/conformance.rs, plus the
+//! network partitions only this backend can make.
+
+use raftcert::report::RunStatus;
+use raftcert::trace::{EventKind, read_trace};
+use raftcert_suites::{explain, load_suite, output_dir, run_docker};
+use rstest::rstest;
+
+const SUITE: &str = "conformance.yaml";
+
+#[test]
+fn matrix_covers_every_scenario_of_the_suite() {
+    let source = include_str!("docker.rs");
+    let matrix = source
+        .split("async fn correct_strategy_passes_on_docker(")
+        .last()
+        .and_then(|rest| rest.split("strategy: &str").next())
+        .expect("the matrix test");
+    for scenario in &load_suite(SUITE).scenarios {
+        let literal = format!("\"{}\"", scenario.name);
+        assert!(
+            matrix.contains(&literal),
+            "scenario {} of {SUITE} is missing from the docker matrix",
+            scenario.name
+        );
+    }
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct_strategy_passes_on_docker(
+    #[values(
+        "bootstrap-1",
+        "bootstrap-3",
+        "bootstrap-5",
+        "scale-out-1-3-5",
+        "scale-in-5-3",
+        "restart-one",
+        "rolling-restart",
+        "full-restart",
+        "pod-loss",
+        "volume-loss",
+        "first-member-lost-mid-scale-out",
+        "deployer-crash-mid-scale-out",
+        "leader-killed-follower-frozen",
+        "leader-partitioned",
+        "majority-partitioned",
+        "minority-partitioned-mid-scale-out",
+        "member-disconnected"
+    )]
+    scenario: &str,
+    #[values("seed-join", "static", "discovery", "learner")] strategy: &str,
+    #[values("3.5.1", "3.4.23")] version: &str,
+) {
+    let result = run_docker(SUITE, scenario, strategy, version).await;
+    assert_eq!(result.status, RunStatus::Pass, "{}", explain(&result));
+    assert_eq!(result.backend, "docker");
+    assert_eq!(
+        result.verdicts.len(),
+        raftcert::invariants::registry().len()
+    );
+}
+
+/// The outcomes a partition must have, read from the trace itself: the
+/// cut happened, the isolated minority refused a write, the side with the
+/// quorum took one once it had a leader, and there was one genesis only.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_refuses_writes(
+    #[values("leader-partitioned", "majority-partitioned")] scenario: &str,
+) {
+    let result = run_docker(SUITE, scenario, "static", "3.5.1").await;
+    assert_eq!(result.status, RunStatus::Pass, "{}", explain(&result));
+    let trace = read_trace(&output_dir().join(&result.trace)).expect("trace");
+    let mut cuts = 0;
+    let mut minority_refused = 0;
+    let mut genesis = 0;
+    for e in &trace.events {
+        match &e.kind {
+            EventKind::NetworkCut { isolated, rest } => {
+                cuts += 1;
+                assert!(!isolated.is_empty() && !rest.is_empty(), "{:?}", e.kind);
+            }
+            EventKind::WriteProbe {
+                side_has_quorum: false,
+                ok,
+                slot,
+                ..
+            } => {
+                assert!(!ok, "{slot} accepted a write from the minority side");
+                minority_refused += 1;
+            }
+            EventKind::MemberStart { config, .. } if config.is_genesis() => genesis += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(cuts, 1);
+    assert!(minority_refused >= 1, "no write reached the minority side");
+    // A static bootstrap of 3 starts 3 members `new` with one initial cluster.
+    assert_eq!(genesis, 3);
+    let durability = result
+        .verdicts
+        .iter()
+        .find(|v| v.invariant == "D1")
+        .expect("D1 verdict");
+    assert!(durability.passed(), "{:?}", durability.violations);
+}
