@@ -236,6 +236,26 @@ fn unique_dir(wanted: String) -> String {
     dir
 }
 
+/// Scenarios of `scenarios` whose names are missing from the `#[values]`
+/// of the rstest function `test_fn` in `source`: rstest needs the names as
+/// literals, and this keeps them in step with the suite file.
+pub fn missing_from_matrix<'a>(
+    source: &str,
+    test_fn: &str,
+    scenarios: impl IntoIterator<Item = &'a raftcert::scenario::model::Scenario>,
+) -> Vec<String> {
+    let matrix = source
+        .split(&format!("async fn {test_fn}("))
+        .last()
+        .and_then(|rest| rest.split("strategy: &str").next())
+        .unwrap_or("");
+    scenarios
+        .into_iter()
+        .filter(|s| !matrix.contains(&format!("\"{}\"", s.name)))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
 /// A readable account of every violation, for assertion messages.
 pub fn explain(result: &RunResult) -> String {
     let mut out = format!(

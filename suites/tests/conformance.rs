@@ -2,31 +2,25 @@
 //! on real etcd; every broken strategy is caught by the right invariant.
 
 use raftcert::report::RunStatus;
-use raftcert_suites::{explain, load_suite, run};
+use raftcert_suites::{explain, load_suite, missing_from_matrix, run};
 use rstest::rstest;
 
 const SUITE: &str = "conformance.yaml";
 
 #[test]
 fn matrix_covers_every_scenario_of_the_suite() {
-    // rstest needs the names as literals; this keeps them in step with the
-    // suite file.
-    let source = include_str!("conformance.rs");
-    let matrix = source
-        .split("async fn correct_strategy_passes(")
-        .last()
-        .and_then(|rest| rest.split("strategy: &str").next())
-        .expect("the matrix test");
     let suite = load_suite(SUITE);
     // Scenarios that cut the network run in tests/docker.rs.
-    for scenario in suite.scenarios.iter().filter(|s| !s.needs_partitions()) {
-        let literal = format!("\"{}\"", scenario.name);
-        assert!(
-            matrix.contains(&literal),
-            "scenario {} of {SUITE} is missing from the test matrix",
-            scenario.name
-        );
-    }
+    let scenarios = suite.scenarios.iter().filter(|s| !s.needs_partitions());
+    let missing = missing_from_matrix(
+        include_str!("conformance.rs"),
+        "correct_strategy_passes",
+        scenarios,
+    );
+    assert!(
+        missing.is_empty(),
+        "missing from the test matrix: {missing:?}"
+    );
 }
 
 #[rstest]

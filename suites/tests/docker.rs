@@ -4,27 +4,23 @@
 
 use raftcert::report::RunStatus;
 use raftcert::trace::{EventKind, read_trace};
-use raftcert_suites::{explain, load_suite, output_dir, run_docker};
+use raftcert_suites::{explain, load_suite, missing_from_matrix, output_dir, run_docker};
 use rstest::rstest;
 
 const SUITE: &str = "conformance.yaml";
 
 #[test]
 fn matrix_covers_every_scenario_of_the_suite() {
-    let source = include_str!("docker.rs");
-    let matrix = source
-        .split("async fn correct_strategy_passes_on_docker(")
-        .last()
-        .and_then(|rest| rest.split("strategy: &str").next())
-        .expect("the matrix test");
-    for scenario in &load_suite(SUITE).scenarios {
-        let literal = format!("\"{}\"", scenario.name);
-        assert!(
-            matrix.contains(&literal),
-            "scenario {} of {SUITE} is missing from the docker matrix",
-            scenario.name
-        );
-    }
+    let suite = load_suite(SUITE);
+    let missing = missing_from_matrix(
+        include_str!("docker.rs"),
+        "correct_strategy_passes_on_docker",
+        &suite.scenarios,
+    );
+    assert!(
+        missing.is_empty(),
+        "missing from the docker matrix: {missing:?}"
+    );
 }
 
 #[rstest]

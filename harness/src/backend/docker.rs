@@ -7,7 +7,7 @@
 //! [`gc`] can find what a killed run left behind.
 
 use super::process::record_fact;
-use super::{Backend, BackendError, SlotState};
+use super::{Backend, BackendError, RestartPolicy, SlotState};
 use crate::deployer::{ExitInfo, Phase, Spec};
 use crate::engine::etcd::parse_log_line;
 use crate::engine::provision::EngineInstall;
@@ -55,9 +55,6 @@ const PEER_PORT: u16 = 2380;
 const CLIENT_PORT: u16 = 2379;
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE_SECS: i32 = 10;
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 /// Where a static busybox is looked for, for start scripts in members.
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -366,9 +363,7 @@ struct Slot {
     host_port: u16,
     container: Option<ContainerAsync<GenericImage>>,
     exit: Option<watch::Receiver<Option<ExitInfo>>>,
-    started_at: Instant,
-    restart_at: Option<Instant>,
-    backoff: Duration,
+    restart: RestartPolicy,
     disconnected: bool,
     /// Frozen with SIGSTOP because the engine could not pause (a cgroup v1
     /// freezer that refuses, as on this project's machines).
@@ -517,9 +512,7 @@ impl DockerBackend {
                 host_port,
                 container: None,
                 exit: None,
-                started_at: Instant::now(),
-                restart_at: None,
-                backoff: BACKOFF_START,
+                restart: RestartPolicy::new(),
                 disconnected: false,
                 stopped_by_signal: false,
             });
@@ -640,8 +633,7 @@ impl DockerBackend {
         });
         slot.state.incarnation += 1;
         slot.state.phase = Phase::Running;
-        slot.started_at = Instant::now();
-        slot.restart_at = None;
+        slot.restart.started();
         self.recorder.record(EventKind::ProcessStarted {
             slot: name.clone(),
             pid,
@@ -829,7 +821,7 @@ impl DockerBackend {
     fn empty_slot(&mut self, idx: usize) {
         let slot = &mut self.slots[idx];
         slot.state.phase = Phase::Empty;
-        slot.restart_at = None;
+        slot.restart.cancel();
         let name = slot.state.info.name.clone();
         self.recorder.record(EventKind::SlotDeleted { slot: name });
     }
@@ -965,23 +957,16 @@ impl Backend for DockerBackend {
         for idx in 0..self.slots.len() {
             if self.collect_exit(idx) {
                 let slot = &mut self.slots[idx];
-                if matches!(slot.state.phase, Phase::Running | Phase::Frozen) {
-                    if slot.started_at.elapsed() >= BACKOFF_RESET_AFTER {
-                        slot.backoff = BACKOFF_START;
-                    }
-                    slot.state.phase = Phase::BackingOff;
-                    slot.restart_at = Some(now + slot.backoff);
-                    slot.backoff = (slot.backoff * 2).min(BACKOFF_MAX);
-                }
+                slot.restart.exited(&mut slot.state.phase, now);
             }
-            let due = self.slots[idx].state.phase == Phase::BackingOff
-                && self.slots[idx].restart_at.is_some_and(|t| t <= now);
-            if due {
+            if self.slots[idx]
+                .restart
+                .due(self.slots[idx].state.phase, now)
+            {
                 self.slots[idx].state.restarts += 1;
                 if let Err(e) = self.restart_container(idx).await {
                     tracing::warn!("restart failed: {e}");
-                    let slot = &mut self.slots[idx];
-                    slot.restart_at = Some(now + slot.backoff);
+                    self.slots[idx].restart.retry_later(now);
                 }
             }
         }
@@ -999,7 +984,7 @@ impl Backend for DockerBackend {
         // A new spec is a new pod: the old container, if any, goes.
         self.remove_container(idx).await;
         self.slots[idx].state.spec = Some(spec);
-        self.slots[idx].backoff = BACKOFF_START;
+        self.slots[idx].restart.reset();
         self.create_container(idx).await
     }
 

@@ -8,6 +8,7 @@ pub mod spawner;
 use crate::deployer::{ExitInfo, Phase, Spec};
 use crate::trace::{FaultKind, SlotInfo};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -62,6 +63,72 @@ pub struct SlotState {
     pub spec: Option<Spec>,
     /// Increases at every process start; lets observers drop stale clients.
     pub incarnation: u64,
+}
+
+/// The kubelet's restart policy `Always`: an exited member comes back after
+/// a backoff that doubles up to 4 s and resets after 10 s of running.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    started_at: Instant,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl RestartPolicy {
+    const START: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(4);
+    const RESET_AFTER: Duration = Duration::from_secs(10);
+
+    pub fn new() -> Self {
+        RestartPolicy {
+            started_at: Instant::now(),
+            restart_at: None,
+            backoff: Self::START,
+        }
+    }
+
+    /// A start asked for by the deployer: a fresh backoff.
+    pub fn reset(&mut self) {
+        self.backoff = Self::START;
+    }
+
+    pub fn started(&mut self) {
+        self.started_at = Instant::now();
+        self.restart_at = None;
+    }
+
+    /// The slot was emptied on purpose: no restart.
+    pub fn cancel(&mut self) {
+        self.restart_at = None;
+    }
+
+    /// The member exited: a running or frozen slot backs off.
+    pub fn exited(&mut self, phase: &mut Phase, now: Instant) {
+        if !matches!(phase, Phase::Running | Phase::Frozen) {
+            return;
+        }
+        if self.started_at.elapsed() >= Self::RESET_AFTER {
+            self.backoff = Self::START;
+        }
+        *phase = Phase::BackingOff;
+        self.restart_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(Self::MAX);
+    }
+
+    pub fn due(&self, phase: Phase, now: Instant) -> bool {
+        phase == Phase::BackingOff && self.restart_at.is_some_and(|t| t <= now)
+    }
+
+    /// A restart failed: try again after the current backoff.
+    pub fn retry_later(&mut self, now: Instant) {
+        self.restart_at = Some(now + self.backoff);
+    }
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Operations every backend offers to the runner.

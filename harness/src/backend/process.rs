@@ -1,7 +1,7 @@
 //! Members as local child processes, one loopback address per slot.
 
 use super::cleanup;
-use super::{Backend, BackendError, SlotState};
+use super::{Backend, BackendError, RestartPolicy, SlotState};
 use crate::deployer::{ExitInfo, Phase, Spec};
 use crate::engine::etcd::{LogFact, parse_log_line};
 use crate::trace::{EventKind, FaultKind, Recorder, SlotInfo};
@@ -18,10 +18,6 @@ use tokio::sync::watch;
 pub const PEER_PORT: u16 = 2380;
 pub const CLIENT_PORT: u16 = 2379;
 
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
-/// A process that ran this long resets its backoff, as the kubelet does.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loopback addresses for one run: `127.a.b.1` for services the deployer
@@ -72,9 +68,7 @@ struct Slot {
     state: SlotState,
     pgid: Option<i32>,
     exit: Option<watch::Receiver<Option<ExitInfo>>>,
-    started_at: Instant,
-    restart_at: Option<Instant>,
-    backoff: Duration,
+    restart: RestartPolicy,
 }
 
 pub struct ProcessBackend {
@@ -124,9 +118,7 @@ impl ProcessBackend {
                     },
                     pgid: None,
                     exit: None,
-                    started_at: Instant::now(),
-                    restart_at: None,
-                    backoff: BACKOFF_START,
+                    restart: RestartPolicy::new(),
                 }
             })
             .collect();
@@ -196,8 +188,7 @@ impl ProcessBackend {
         slot.pgid = Some(pgid);
         slot.state.incarnation += 1;
         slot.state.phase = Phase::Running;
-        slot.started_at = Instant::now();
-        slot.restart_at = None;
+        slot.restart.started();
         recorder.record(EventKind::ProcessStarted {
             slot: name.clone(),
             pid,
@@ -327,7 +318,7 @@ impl ProcessBackend {
     fn empty_slot(&mut self, idx: usize) {
         let slot = &mut self.slots[idx];
         slot.state.phase = Phase::Empty;
-        slot.restart_at = None;
+        slot.restart.cancel();
         let name = slot.state.info.name.clone();
         self.recorder.record(EventKind::SlotDeleted { slot: name });
     }
@@ -403,24 +394,16 @@ impl Backend for ProcessBackend {
         for idx in 0..self.slots.len() {
             if self.slots[idx].pgid.is_some() && self.collect_exit(idx) {
                 let slot = &mut self.slots[idx];
-                if matches!(slot.state.phase, Phase::Running | Phase::Frozen) {
-                    // Restart policy Always, with a growing backoff.
-                    if slot.started_at.elapsed() >= BACKOFF_RESET_AFTER {
-                        slot.backoff = BACKOFF_START;
-                    }
-                    slot.state.phase = Phase::BackingOff;
-                    slot.restart_at = Some(now + slot.backoff);
-                    slot.backoff = (slot.backoff * 2).min(BACKOFF_MAX);
-                }
+                slot.restart.exited(&mut slot.state.phase, now);
             }
-            let due = self.slots[idx].state.phase == Phase::BackingOff
-                && self.slots[idx].restart_at.is_some_and(|t| t <= now);
-            if due {
+            if self.slots[idx]
+                .restart
+                .due(self.slots[idx].state.phase, now)
+            {
                 self.slots[idx].state.restarts += 1;
                 if let Err(e) = self.spawn(idx) {
                     tracing::warn!("restart failed: {e}");
-                    let slot = &mut self.slots[idx];
-                    slot.restart_at = Some(now + slot.backoff);
+                    self.slots[idx].restart.retry_later(now);
                 }
             }
         }
@@ -436,7 +419,7 @@ impl Backend for ProcessBackend {
             });
         }
         self.slots[idx].state.spec = Some(spec);
-        self.slots[idx].backoff = BACKOFF_START;
+        self.slots[idx].restart.reset();
         self.spawn(idx)
     }
 
