@@ -324,10 +324,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let engines = provision_all(&parse_engines(&args.engines)?).await?;
-    if matches!(backend, BackendChoice::Docker { .. }) {
-        raftcert::backend::docker::connect()
-            .await
-            .map_err(|e| bad(e.to_string()))?;
+    if let BackendChoice::Docker { image } = &backend {
+        use raftcert::backend::docker;
+        let client = docker::connect().await.map_err(|e| bad(e.to_string()))?;
+        // Build (or find) every image now: a missing one is bad input, not
+        // an error in each run.
+        for engine in &engines {
+            docker::ensure_engine_image(&client, engine, image.as_deref())
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+        }
     }
     let mut scenarios: Vec<_> = suite
         .scenarios

@@ -148,3 +148,25 @@ async fn ctrl_c_removes_containers_network_and_volumes() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(leftovers(&docker, &label).await, (0, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_one_line_and_exit_2() {
+    engine().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .args([
+            "run",
+            "--backend",
+            "docker",
+            "--image",
+            "raftcert-no-such-image:0",
+        ])
+        .args(["--strategy", "static", "--scenario", "bootstrap-1"])
+        .args(["--engine", "etcd@3.5.1", "--no-tls-pass"])
+        .output()
+        .expect("run raftcert");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("raftcert-no-such-image:0"), "{stderr}");
+}

@@ -86,13 +86,10 @@ pub async fn ensure_engine_image(
     chosen: Option<&str>,
 ) -> Result<String, BackendError> {
     if let Some(image) = chosen {
-        return match docker.inspect_image(image).await {
-            Ok(_) => Ok(image.to_string()),
-            Err(e) => Err(BackendError::MissingImage {
-                image: image.to_string(),
-                reason: e.to_string(),
-            }),
-        };
+        if docker.inspect_image(image).await.is_ok() {
+            return Ok(image.to_string());
+        }
+        return pull(docker, image).await.map(|()| image.to_string());
     }
     let busybox = Path::new(BUSYBOX);
     if !is_static(busybox) {
@@ -136,6 +133,31 @@ pub async fn ensure_engine_image(
         .map_err(|_| BackendError::Docker(format!("building {image}: timed out")))?
         .map_err(|e| BackendError::Docker(format!("building {image}: {e}")))?;
     Ok(image)
+}
+
+/// Pulls a missing image, within a deadline: where no registry is
+/// reachable this fails at once, and it never hangs a run.
+async fn pull(docker: &Docker, image: &str) -> Result<(), BackendError> {
+    let missing = |reason: String| BackendError::MissingImage {
+        image: image.to_string(),
+        reason,
+    };
+    let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let options = testcontainers::bollard::query_parameters::CreateImageOptions {
+        from_image: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+        ..Default::default()
+    };
+    let pulling = async {
+        let mut progress = docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            step.map_err(|e| missing(format!("pull failed: {e}")))?;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(DOCKER_TIMEOUT * 5, pulling)
+        .await
+        .map_err(|_| missing("pull timed out".into()))?
 }
 
 /// Members run the engine or a start script; `busybox --install` gives the

@@ -35,7 +35,7 @@ pub enum BackendError {
     #[error("no Docker engine answers ({0}); start dockerd or set DOCKER_HOST")]
     NoDocker(String),
     #[error(
-        "image {image} is not available locally and cannot be pulled here ({reason}); build or load it first"
+        "image {image} is not available locally and could not be pulled ({reason}); build or load it first"
     )]
     MissingImage { image: String, reason: String },
     #[error("fault {fault:?} is not supported by the {backend} backend")]
