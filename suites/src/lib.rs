@@ -135,10 +135,7 @@ pub async fn ensure_docker() {
 }
 
 fn busybox_is_static() -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", "ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'"])
-        .status()
-        .is_ok_and(|s| s.success())
+    raftcert::backend::docker::is_static(std::path::Path::new("/bin/busybox"))
 }
 
 fn install_package(package: &str) {

@@ -169,14 +169,14 @@ LABEL raftcert.cache=engine-image
 ENTRYPOINT [\"/usr/local/bin/etcd\"]
 ";
 
-fn is_static(path: &Path) -> bool {
-    std::process::Command::new("ldd")
-        .arg(path)
-        .output()
-        .is_ok_and(|o| {
-            !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic")
-        })
-        && path.exists()
+/// Whether `path` exists and is a static executable (`ldd` says "not a
+/// dynamic executable", on stderr).
+pub fn is_static(path: &Path) -> bool {
+    path.exists()
+        && std::process::Command::new("ldd")
+            .arg(path)
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("not a dynamic"))
 }
 
 /// Absolute paths of the shared libraries `binary` loads (`ldd`), empty for
@@ -243,6 +243,12 @@ pub fn cleanup_live_runs_blocking() {
         .iter()
         .cloned()
         .collect();
+    gc_blocking(runs);
+}
+
+/// Runs [`gc`] for `runs` from outside any async context (a signal
+/// handler, `Drop`): on a thread of its own with its own runtime.
+fn gc_blocking(runs: Vec<String>) {
     if runs.is_empty() {
         return;
     }
@@ -425,8 +431,6 @@ pub struct DockerLayout {
     pub slots: Vec<SlotInfo>,
     /// Container name per slot: its DNS name on the run's network.
     pub hosts: Vec<String>,
-    /// Where the harness reaches each slot's client port.
-    pub observe_urls: Vec<String>,
     /// An address on the run's network that members reach and the host
     /// can bind: the network's gateway.
     pub service_ip: String,
@@ -495,7 +499,6 @@ impl DockerBackend {
         let mut layout = DockerLayout {
             slots: Vec::new(),
             hosts: Vec::new(),
-            observe_urls: Vec::new(),
             service_ip: backend.gateway.clone(),
         };
         let mut x = seed;
@@ -514,7 +517,6 @@ impl DockerBackend {
             let observe_url = format!("{scheme}://127.0.0.1:{host_port}");
             layout.slots.push(info.clone());
             layout.hosts.push(host.clone());
-            layout.observe_urls.push(observe_url.clone());
             backend.slots.push(Slot {
                 state: SlotState {
                     info,
@@ -819,7 +821,6 @@ impl DockerBackend {
 
     /// Removes the slot's container (the pod), forcefully.
     async fn remove_container(&mut self, idx: usize) {
-        self.drop_cuts_of(idx);
         if let Some(container) = self.slots[idx].container.take() {
             let name = self.slots[idx].container_name.clone();
             let _ = self
@@ -913,11 +914,6 @@ impl DockerBackend {
             let _ = route(pid, "del", &ip);
         }
     }
-
-    fn drop_cuts_of(&mut self, _idx: usize) {
-        // Routes die with the container's namespace; the other side's routes
-        // to its old address are harmless and removed on heal.
-    }
 }
 
 /// `ip route <op> blackhole <ip>/32` inside the namespace of `pid`.
@@ -996,13 +992,7 @@ impl Backend for DockerBackend {
 
     async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), BackendError> {
         let idx = self.index(slot)?;
-        let phase = self.slots[idx].state.phase;
-        if phase != Phase::Empty {
-            return Err(BackendError::NotEmpty {
-                slot: slot.to_string(),
-                phase,
-            });
-        }
+        self.slots[idx].state.expect_empty()?;
         // A new spec is a new pod: the old container, if any, goes.
         self.remove_container(idx).await;
         self.slots[idx].state.spec = Some(spec);
@@ -1024,13 +1014,7 @@ impl Backend for DockerBackend {
 
     async fn wipe(&mut self, slot: &str) -> Result<(), BackendError> {
         let idx = self.index(slot)?;
-        let phase = self.slots[idx].state.phase;
-        if phase != Phase::Empty {
-            return Err(BackendError::NotEmpty {
-                slot: slot.to_string(),
-                phase,
-            });
-        }
+        self.slots[idx].state.expect_empty()?;
         self.remove_volume(idx).await
     }
 
@@ -1185,20 +1169,7 @@ impl Drop for DockerBackend {
             }
             release_host_port(slot.host_port);
         }
-        let run = self.run_label.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    if let Ok(docker) = connect().await {
-                        let _ = gc(&docker, Some(&run), false).await;
-                    }
-                });
-            }
-        })
-        .join();
+        gc_blocking(vec![self.run_label.clone()]);
         LIVE_RUNS
             .lock()
             .unwrap_or_else(|p| p.into_inner())

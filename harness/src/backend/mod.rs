@@ -65,6 +65,20 @@ pub struct SlotState {
     pub incarnation: u64,
 }
 
+impl SlotState {
+    /// Starts and wipes need a slot with no process.
+    pub fn expect_empty(&self) -> Result<(), BackendError> {
+        if self.phase == Phase::Empty {
+            Ok(())
+        } else {
+            Err(BackendError::NotEmpty {
+                slot: self.info.name.clone(),
+                phase: self.phase,
+            })
+        }
+    }
+}
+
 /// The kubelet's restart policy `Always`: an exited member comes back after
 /// a backoff that doubles up to 4 s and resets after 10 s of running.
 #[derive(Debug, Clone)]

@@ -411,13 +411,7 @@ impl Backend for ProcessBackend {
 
     async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), BackendError> {
         let idx = self.index(slot)?;
-        let phase = self.slots[idx].state.phase;
-        if phase != Phase::Empty {
-            return Err(BackendError::NotEmpty {
-                slot: slot.to_string(),
-                phase,
-            });
-        }
+        self.slots[idx].state.expect_empty()?;
         self.slots[idx].state.spec = Some(spec);
         self.slots[idx].restart.reset();
         self.spawn(idx)
@@ -432,13 +426,7 @@ impl Backend for ProcessBackend {
 
     async fn wipe(&mut self, slot: &str) -> Result<(), BackendError> {
         let idx = self.index(slot)?;
-        let phase = self.slots[idx].state.phase;
-        if phase != Phase::Empty {
-            return Err(BackendError::NotEmpty {
-                slot: slot.to_string(),
-                phase,
-            });
-        }
+        self.slots[idx].state.expect_empty()?;
         self.wipe_dir(idx)
     }
 
