@@ -538,12 +538,21 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if failed {
+        println!("\nHow the run went (polling and workload left out):");
+        for line in report::story(&trace, STORY_LINES) {
+            println!("  {line}");
+        }
+    }
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
 }
+
+/// Lifecycle lines `check` prints for a failing trace.
+const STORY_LINES: usize = 40;
 
 /// Re-checks every trace of a report directory and compares the verdicts
 /// with the recorded ones: a difference is a defect of the harness.

@@ -142,7 +142,14 @@ fn a_caught_bug_exits_1_and_its_violation_reproduces_offline() {
     let trace = out_dir.join("runs/bootstrap-3-broken-all-new-alone-3.5.1/trace.jsonl");
     let check = raftcert(&["check", trace.to_str().expect("utf-8 path")]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("I1  FAIL"));
+    let checked = String::from_utf8_lossy(&check.stdout);
+    assert!(checked.contains("I1  FAIL"), "{checked}");
+    // The lifecycle follows the verdicts: the members' starts are in it.
+    let story = checked
+        .split("How the run went")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no lifecycle in: {checked}"));
+    assert!(story.contains("process-started"), "{checked}");
     let dir_check = raftcert(&["check", out_dir.to_str().expect("utf-8 path")]);
     let text = String::from_utf8_lossy(&dir_check.stdout);
     assert!(

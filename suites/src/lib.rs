@@ -4,7 +4,7 @@
 use raftcert::deployer::strategies;
 use raftcert::engine::EngineKind;
 use raftcert::engine::provision::{self, EngineInstall};
-use raftcert::report::RunResult;
+use raftcert::report::{RunResult, RunStatus};
 use raftcert::scenario::model::Suite;
 use raftcert::scenario::runner::{BackendChoice, RunSpec, StrategyChoice, run_scenario};
 use std::path::{Path, PathBuf};
@@ -96,8 +96,10 @@ pub async fn run_docker(suite: &str, scenario: &str, strategy: &str, version: &s
     run_with(suite, scenario, strategy, version, false, backend).await
 }
 
-/// Containers cost more than processes: fewer clusters at once.
-static DOCKER_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+/// Containers cost more than processes: fewer clusters at once, as many
+/// as `raftcert run --backend docker` runs by default. At 8, container
+/// starts under load stretched one CI run's scale-out past its deadline.
+static DOCKER_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(6);
 
 /// Makes sure a Docker engine answers, with what the docker backend needs
 /// next to it. On a machine without one (and as root, as in CI) it installs
@@ -271,9 +273,19 @@ pub fn explain(result: &RunResult) -> String {
             }
         }
     }
-    out.push_str(&format!(
-        "  trace: {}\n",
-        output_dir().join(&result.trace).display()
-    ));
+    let trace_path = output_dir().join(&result.trace);
+    // CI keeps only the output, not the trace: say how the run went.
+    if result.status != RunStatus::Pass
+        && let Ok(trace) = raftcert::trace::read_trace(&trace_path)
+    {
+        out.push_str("  how the run went (last events, polling and workload left out):\n");
+        for line in raftcert::report::story(&trace, STORY_LINES) {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    out.push_str(&format!("  trace: {}\n", trace_path.display()));
     out
 }
+
+/// Lifecycle lines shown for a failed run.
+const STORY_LINES: usize = 30;

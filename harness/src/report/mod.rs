@@ -9,7 +9,7 @@ mod tests;
 
 pub use junit::render_junit;
 pub use markdown::render_markdown;
-pub use summary::{event_summary, kind_summary};
+pub use summary::{event_summary, kind_summary, story};
 pub use table::render_table;
 
 use crate::invariants::{Verdict, Violation};

@@ -9,6 +9,53 @@ const TEXT_MAX: usize = 80;
 /// Deployer actions listed before the rest is counted.
 const ACTIONS_MAX: usize = 6;
 
+/// The lifecycle of a run in a few lines: steps, faults, starts and exits,
+/// engine errors and membership calls, without the steady polling and
+/// workload. Runs of the same event (a refused MemberAdd retried every
+/// tick) are folded into one line with a count. Keeps the last `limit`.
+pub fn story(trace: &crate::trace::Trace, limit: usize) -> Vec<String> {
+    // (first t, summary, count, last t)
+    let mut folded: Vec<(u64, String, usize, u64)> = Vec::new();
+    for event in &trace.events {
+        let relevant = matches!(
+            event.kind,
+            EventKind::StepStarted { .. }
+                | EventKind::StepFinished { .. }
+                | EventKind::FaultInjected { .. }
+                | EventKind::DeployerError { .. }
+                | EventKind::ProcessStarted { .. }
+                | EventKind::ProcessExited { .. }
+                | EventKind::SlotDeleted { .. }
+                | EventKind::DataWiped { .. }
+                | EventKind::LocalMember { .. }
+                | EventKind::EngineError { .. }
+                | EventKind::MembershipCall { .. }
+                | EventKind::NetworkCut { .. }
+                | EventKind::NetworkHealed
+        );
+        if !relevant {
+            continue;
+        }
+        let what = kind_summary(&event.kind);
+        match folded.last_mut() {
+            Some((_, last, count, until)) if *last == what => {
+                *count += 1;
+                *until = event.t_ms;
+            }
+            _ => folded.push((event.t_ms, what, 1, event.t_ms)),
+        }
+    }
+    let skip = folded.len().saturating_sub(limit);
+    folded
+        .into_iter()
+        .skip(skip)
+        .map(|(at, what, count, until)| match count {
+            1 => format!("t={at}ms {what}"),
+            n => format!("t={at}ms {what} (x{n}, the last at t={until}ms)"),
+        })
+        .collect()
+}
+
 /// `t=1234ms seq=17 member-start slot=m2 ...`
 pub fn event_summary(e: &Event) -> String {
     format!("t={}ms seq={} {}", e.t_ms, e.seq, kind_summary(&e.kind))

@@ -542,3 +542,60 @@ fn helpers_cut_and_pick_the_middle() {
         Some(u64::MAX - 1)
     );
 }
+
+#[test]
+fn story_keeps_the_lifecycle_and_folds_retries() {
+    let refused_add = || EventKind::MembershipCall {
+        op: MembershipOp::Add,
+        peer_url: Some("http://m2:2380".to_string()),
+        member_id: None,
+        ok: false,
+        error: Some("etcdserver: unhealthy cluster".to_string()),
+    };
+    let kinds = vec![
+        member_list_event().kind,
+        EventKind::ProcessExited {
+            slot: "m0".to_string(),
+            code: None,
+            signal: Some(9),
+        },
+        refused_add(),
+        refused_add(),
+        refused_add(),
+        member_start_event().kind,
+        EventKind::NetworkHealed,
+    ];
+    let trace = crate::trace::Trace::new(
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Event {
+                seq: i as u64 + 1,
+                t_ms: 1000 * (i as u64 + 1),
+                kind,
+            })
+            .collect(),
+    );
+    let lines = story(&trace, 10);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("t=2000ms process-exited"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("t=3000ms membership-call"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].ends_with("(x3, the last at t=5000ms)"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], "t=7000ms network-healed");
+    assert_eq!(
+        story(&trace, 1),
+        vec!["t=7000ms network-healed".to_string()]
+    );
+}

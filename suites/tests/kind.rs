@@ -1,0 +1,110 @@
+//! The kind cluster of this machine (`ci/kind/`): created from the locally
+//! built node image, smoke-tested, deleted. Building that image takes tens
+//! of minutes on 2 cores, so the test runs only when it is already built,
+//! or when `RAFTCERT_KIND=build` asks for the build; otherwise it says so
+//! loudly, with the commands to run.
+
+use raftcert_suites::{ensure_docker, repo_root};
+use std::path::Path;
+use std::process::Command;
+
+/// `NAME=value` lines of `ci/kind/versions.env`.
+fn pinned(name: &str) -> String {
+    let path = repo_root().join("ci/kind/versions.env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{} has no {name}", path.display()))
+        .trim()
+        .to_string()
+}
+
+fn run_script(script: &str, args: &[&str], kubeconfig: &Path) -> bool {
+    let path = repo_root().join("ci/kind").join(script);
+    Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .status()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .success()
+}
+
+/// Deletes the cluster even when an assertion fails.
+struct Cluster {
+    name: String,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let kind = Path::new(&kind_cache()).join("bin/kind");
+        let _ = Command::new(kind)
+            .args(["delete", "cluster", "--name", &self.name])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .status();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+fn kind_cache() -> String {
+    std::env::var("RAFTCERT_KIND_CACHE").unwrap_or_else(|_| "/var/cache/raftcert-kind".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_cluster_forms_an_etcd_statefulset() {
+    let wanted = std::env::var("RAFTCERT_KIND").unwrap_or_default();
+    if wanted == "skip" {
+        eprintln!("SKIPPED the kind smoke test: RAFTCERT_KIND=skip");
+        return;
+    }
+    ensure_docker().await;
+    let image = format!(
+        "raftcert/kind-node:{}-{}",
+        pinned("K8S_VERSION"),
+        pinned("DEBIAN_SUITE")
+    );
+    let built = Command::new("docker")
+        .args(["image", "inspect", &image])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !built {
+        if wanted != "build" {
+            eprintln!(
+                "\n\
+                 ************************************************************\n\
+                 SKIPPED the kind smoke test: no node image {image}.\n\
+                 Building it takes tens of minutes on 2 cores (see README).\n\
+                 Build it and run this test:\n\
+                 \x20   ci/kind/build-node-image\n\
+                 \x20   cargo test -p raftcert-suites --test kind\n\
+                 or in one go: RAFTCERT_KIND=build cargo test -p raftcert-suites --test kind\n\
+                 ************************************************************\n"
+            );
+            return;
+        }
+        assert!(
+            run_script("build-node-image", &[], Path::new("/dev/null")),
+            "ci/kind/build-node-image failed"
+        );
+    }
+    let cluster = Cluster {
+        name: format!("raftcert-test-{}", std::process::id()),
+        kubeconfig: std::env::temp_dir()
+            .join(format!("raftcert-kind-{}.kubeconfig", std::process::id())),
+    };
+    let config = repo_root().join("kind-config/single-node.yaml");
+    let config = config.to_string_lossy();
+    assert!(
+        run_script(
+            "create-cluster",
+            &[&cluster.name, &config],
+            &cluster.kubeconfig
+        ),
+        "ci/kind/create-cluster failed"
+    );
+    assert!(
+        run_script("smoke-test", &[&cluster.name], &cluster.kubeconfig),
+        "ci/kind/smoke-test failed"
+    );
+}
