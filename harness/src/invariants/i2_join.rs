@@ -116,7 +116,14 @@ fn check_join(model: &Model, pos: usize, slot: &str, config: &StartConfig, v: &m
     let e = &model.events[pos];
     let own = model.slot(slot).map(|s| norm_url(&s.peer_url));
     let listed = url_set(config.initial_cluster.values().flatten());
-    let views = model.membership_views(pos);
+    // The deployer chose the configuration when it started the process; on
+    // docker the startup line can be parsed after a later reconfiguration,
+    // so the membership at process start is what the join is judged by.
+    let decided_at = process_start_before(model.events, pos, slot).unwrap_or(pos);
+    let mut views = model.membership_views(decided_at);
+    if decided_at != pos {
+        views.extend(model.membership_views(pos));
+    }
     let fits =
         |urls: &BTreeSet<String>| own.as_ref().is_none_or(|o| urls.contains(o)) && *urls == listed;
     // Only a join that no reconstruction explains is reported.
@@ -161,6 +168,18 @@ fn check_join(model: &Model, pos: usize, slot: &str, config: &StartConfig, v: &m
         ),
         evidence,
     );
+}
+
+/// The slot's last process start before `before`, if no exit came between.
+fn process_start_before(events: &[Event], before: usize, slot: &str) -> Option<usize> {
+    for (p, e) in events[..before].iter().enumerate().rev() {
+        match &e.kind {
+            EventKind::ProcessStarted { slot: s, .. } if s == slot => return Some(p),
+            EventKind::ProcessExited { slot: s, .. } if s == slot => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 fn last_start_of<'e>(events: &'e [Event], before: usize, slot: &str) -> Option<&'e Event> {
@@ -249,6 +268,38 @@ mod tests {
             &check(&t),
             "peer URL http://127.0.0.13:2380 was not a member yet",
         );
+    }
+
+    #[test]
+    fn startup_line_parsed_after_the_member_was_removed_passes() {
+        // Docker delivers the startup line late: m3 was started with the
+        // right list, then removed by the scale-in before its line arrived.
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(applied(0, MembershipOp::Add, "a3", 3))
+            .ev(started(3, false))
+            .ev(step_finished(2, true))
+            .ev(step_started(3, 3))
+            .ev(call_on(MembershipOp::Remove, "a3"))
+            .ev(applied(0, MembershipOp::Remove, "a3", 3))
+            .ev(list(0, three()))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .finish();
+        assert_passed(&check(&t));
+    }
+
+    #[test]
+    fn wrong_list_is_still_caught_when_the_startup_line_comes_late() {
+        let t = seed_join_3()
+            .ev(step_started(2, 4))
+            .ev(call_add(3, "a3"))
+            .ev(applied(0, MembershipOp::Add, "a3", 3))
+            .ev(started(3, false))
+            .ev(list(0, three()))
+            .ev(join(3, &[0, 3]))
+            .finish();
+        assert_violation(&check(&t), "lacks [");
     }
 
     #[test]
