@@ -33,11 +33,16 @@ struct Cli {
 enum Command {
     /// Run a suite (the built-in conformance suite by default).
     Run(RunArgs),
-    /// Re-check a saved trace, or every run of a report directory, offline.
+    /// Re-check a saved trace, a report directory or a certification
+    /// bundle (directory or .tar.gz), offline.
     Check {
-        /// A trace.jsonl, or a report directory holding results.json.
+        /// A trace.jsonl, a report directory holding results.json, or a
+        /// certification bundle.
         path: PathBuf,
     },
+    /// Certify a deployer or strategy: run the suite and write a sealed,
+    /// re-checkable bundle (directory and .tar.gz).
+    Certify(RunArgs),
     /// Run every bad deployer of the bug gallery and print what caught it.
     Gallery(GalleryArgs),
     /// Show suites, strategies, engines and invariants.
@@ -214,6 +219,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => Err(anyhow!("default arguments do not parse")),
         },
         Some(Command::Run(args)) => run(args).await,
+        Some(Command::Certify(args)) => certify(args).await,
         Some(Command::Check { path }) => check(&path),
         Some(Command::Gallery(args)) => gallery(args).await,
         Some(Command::List) => list(),
@@ -273,7 +279,142 @@ async fn provision_all(wanted: &[(EngineKind, String)]) -> anyhow::Result<Vec<En
     Ok(installs)
 }
 
+/// What one suite run produced, with what it ran on.
+struct SuiteRun {
+    report: report::SuiteReport,
+    out: PathBuf,
+    suite_name: String,
+    suite_text: String,
+    engines: Vec<EngineInstall>,
+    strategies: Vec<StrategyChoice>,
+    backend: BackendChoice,
+    skipped: Vec<String>,
+    seed: u64,
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let done = run_suite(&args, |run_id| PathBuf::from("raftcert-out").join(run_id)).await?;
+    report::write_all(&done.out, &done.report).map_err(|e| anyhow!("writing the report: {e}"))?;
+    println!("{}", report::render_table(&done.report));
+    println!("report: {}", done.out.display());
+    Ok(exit_for(&done.report))
+}
+
+fn exit_for(report: &report::SuiteReport) -> ExitCode {
+    if report.runs.iter().all(|r| r.status == RunStatus::Pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
+    use raftcert::report::bundle;
+    if args.strategies.is_empty() && args.deployers.is_empty() {
+        return Err(bad(
+            "certify needs its subject: --deployer '<command>' or --strategy <name>",
+        ));
+    }
+    let mut done = run_suite(&args, |run_id| {
+        PathBuf::from("raftcert-certification").join(format!("certification-{run_id}"))
+    })
+    .await?;
+    let mut subjects = Vec::new();
+    for strategy in &done.strategies {
+        subjects.push(match strategy {
+            StrategyChoice::External { command, .. } => bundle::Subject {
+                kind: bundle::SubjectKind::Deployer,
+                name: strategy.name(),
+                version: None,
+                command: Some(command.clone()),
+                artifacts: command_files(command)?,
+            },
+            _ => bundle::Subject {
+                kind: bundle::SubjectKind::Strategy,
+                name: strategy.name(),
+                version: Some(env!("CARGO_PKG_VERSION").to_string()),
+                command: None,
+                artifacts: Vec::new(),
+            },
+        });
+    }
+    let mut engines = Vec::new();
+    for engine in &done.engines {
+        engines.push(bundle::EngineBuild {
+            engine: engine.kind.as_str().to_string(),
+            version: engine.version.clone(),
+            source: engine.source.clone(),
+            server: bundle::Artifact {
+                name: engine.server.display().to_string(),
+                digest: bundle::digest_of_file(&engine.server)?,
+            },
+        });
+    }
+    let not_covered = if done.skipped.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "the {} backend cannot cut the network; not run: {}",
+            done.backend.name(),
+            done.skipped.join(", ")
+        )]
+    };
+    done.report.certificate = Some(bundle::Certificate {
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        harness_commit: bundle::harness_commit(),
+        subjects,
+        environment: bundle::Environment {
+            backend: done.backend.name().to_string(),
+            engines,
+            kubernetes: None,
+            host: bundle::host_platform(),
+        },
+        suite: done.suite_name.clone(),
+        suite_digest: bundle::digest_of(done.suite_text.as_bytes()),
+        seed: done.seed,
+        not_covered,
+    });
+    report::write_all(&done.out, &done.report).map_err(|e| anyhow!("writing the report: {e}"))?;
+    let sealed = bundle::seal(&done.out)?;
+    let tarball = done.out.with_extension("tar.gz");
+    bundle::pack(&done.out, &tarball)?;
+    println!("{}", report::render_table(&done.report));
+    println!(
+        "certification bundle: {} ({sealed} files sealed by {}), packed as {}",
+        done.out.display(),
+        bundle::CHECKSUMS_FILE,
+        tarball.display()
+    );
+    println!("re-check offline: raftcert check {}", tarball.display());
+    Ok(exit_for(&done.report))
+}
+
+/// Digests of the files a deployer command names (its script, for
+/// example), so the certificate pins what ran.
+fn command_files(command: &str) -> anyhow::Result<Vec<raftcert::report::bundle::Artifact>> {
+    let mut artifacts = Vec::new();
+    for word in command.split_whitespace() {
+        let path = Path::new(word);
+        if path.is_file() {
+            artifacts.push(raftcert::report::bundle::Artifact {
+                name: word.to_string(),
+                digest: raftcert::report::bundle::digest_of_file(path)?,
+            });
+        }
+    }
+    Ok(artifacts)
+}
+
+async fn run_suite(
+    args: &RunArgs,
+    default_out: impl FnOnce(&str) -> PathBuf,
+) -> anyhow::Result<SuiteRun> {
+    let suite_text = match &args.suite {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?
+        }
+        None => raftcert::scenario::model::BUILTIN_SUITE.to_string(),
+    };
     let suite = Arc::new(match &args.suite {
         Some(path) => Suite::load(path).map_err(|e| bad(e.to_string()))?,
         None => Suite::builtin().map_err(|e| bad(e.to_string()))?,
@@ -411,10 +552,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         BackendChoice::Docker { .. } => 6,
     });
     let run_id = matrix::new_run_id();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("raftcert-out").join(&run_id));
+    let out = args.out.clone().unwrap_or_else(|| default_out(&run_id));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let seed = args.seed.unwrap_or_else(raftcert::util::unique_suffix);
     eprintln!(
@@ -429,14 +567,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let listener = progress_listener(entries.len() as u64);
     let report = matrix::run_matrix(entries, &out, &run_id, seed, jobs, listener).await;
-    report::write_all(&out, &report).map_err(|e| anyhow!("writing the report: {e}"))?;
-    println!("{}", report::render_table(&report));
-    println!("report: {}", out.display());
-    let all_passed = report.runs.iter().all(|r| r.status == RunStatus::Pass);
-    Ok(if all_passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(SuiteRun {
+        report,
+        out,
+        suite_name: suite.suite.clone(),
+        suite_text,
+        engines,
+        strategies,
+        backend,
+        skipped,
+        seed,
     })
 }
 
@@ -518,6 +658,15 @@ fn progress_listener(total: u64) -> Listener {
 }
 
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    use raftcert::report::bundle;
+    if bundle::is_tarball(path) {
+        let scratch = ScratchDir::new()?;
+        let root = bundle::unpack(path, scratch.path()).map_err(|e| bad(e.to_string()))?;
+        return check_bundle(&root);
+    }
+    if path.is_dir() && bundle::is_sealed(path) {
+        return check_bundle(path);
+    }
     if path.is_dir() {
         return check_report_dir(path);
     }
@@ -549,6 +698,77 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Verifies a bundle's seal, then re-checks its runs.
+fn check_bundle(dir: &Path) -> anyhow::Result<ExitCode> {
+    use raftcert::report::bundle;
+    let seal = bundle::verify_seal(dir).map_err(|e| bad(e.to_string()))?;
+    for (what, files) in [
+        ("changed since sealing", &seal.changed),
+        ("missing", &seal.missing),
+        ("added after sealing", &seal.unlisted),
+    ] {
+        for file in files {
+            println!("seal: {file}: {what}");
+        }
+    }
+    println!(
+        "seal: {} of {} sealed files intact{}",
+        seal.intact,
+        seal.intact + seal.changed.len() + seal.missing.len(),
+        if seal.ok() { "" } else { ": BROKEN" }
+    );
+    let results =
+        report::load_results(&dir.join(report::RESULTS_FILE)).map_err(|e| bad(e.to_string()))?;
+    match &results.certificate {
+        Some(cert) => {
+            for subject in &cert.subjects {
+                println!(
+                    "certifies: {} {}",
+                    subject.name,
+                    subject.version.as_deref().unwrap_or("")
+                );
+            }
+            println!(
+                "built by raftcert {} ({}), suite {} {}, seed {}",
+                cert.harness_version,
+                cert.harness_commit.as_deref().unwrap_or("commit unknown"),
+                cert.suite,
+                cert.suite_digest,
+                cert.seed
+            );
+        }
+        None => println!("results.json has no certificate section"),
+    }
+    let runs = check_report_dir(dir)?;
+    Ok(if seal.ok() && results.certificate.is_some() {
+        runs
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A temporary directory removed on drop.
+struct ScratchDir(PathBuf);
+impl ScratchDir {
+    fn new() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "raftcert-check-{}-{}",
+            std::process::id(),
+            raftcert::util::unique_suffix()
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Lifecycle lines `check` prints for a failing trace.

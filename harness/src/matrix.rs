@@ -147,5 +147,6 @@ pub async fn run_matrix(
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
         runs,
+        certificate: None,
     }
 }

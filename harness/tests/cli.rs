@@ -157,3 +157,66 @@ fn a_caught_bug_exits_1_and_its_violation_reproduces_offline() {
         "{text}"
     );
 }
+
+#[test]
+fn a_certification_bundle_rechecks_offline_and_a_tampered_one_fails() {
+    let root = scratch("cli-certify");
+    let bundle = root.join("cert-static");
+    let out = raftcert(&[
+        "certify",
+        "--strategy",
+        "static",
+        "--scenario",
+        "bootstrap-3",
+        "--engine",
+        "etcd@3.5.1",
+        "--out",
+        bundle.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = std::fs::read_to_string(bundle.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_str(&results).expect("json");
+    let cert = &results["certificate"];
+    assert_eq!(cert["subjects"][0]["name"], "static");
+    assert_eq!(cert["environment"]["engines"][0]["version"], "3.5.1");
+    assert!(
+        cert["suite_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    let tarball = root.join("cert-static.tar.gz");
+    assert!(tarball.is_file(), "{stdout}");
+
+    let check = raftcert(&["check", tarball.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{text}");
+    assert!(text.contains("sealed files intact") && text.contains("reproduced"));
+
+    // An edited trace breaks the seal even when its verdicts still hold.
+    let trace = bundle.join("runs/bootstrap-3-static-3.5.1/trace.jsonl");
+    let mut edited = std::fs::read_to_string(&trace).expect("trace");
+    edited.push('\n');
+    std::fs::write(&trace, edited).expect("edit trace");
+    let check = raftcert(&["check", bundle.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("runs/bootstrap-3-static-3.5.1/trace.jsonl: changed since sealing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn certify_without_a_subject_is_bad_input() {
+    let out = raftcert(&["certify", "--scenario", "bootstrap-3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("--deployer"), "{lines:?}");
+}

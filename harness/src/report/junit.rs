@@ -13,11 +13,14 @@ pub fn render_junit(report: &SuiteReport) -> Result<String, ReportError> {
     junit.set_time(Duration::from_millis(report.duration_ms));
     // The root element carries no properties in JUnit, so every suite
     // repeats them; CI tools show suite properties.
-    let properties = [
+    let mut properties = vec![
         Property::new("run-id", &report.run_id),
         Property::new("harness-version", &report.harness_version),
         Property::new("started-at", &report.started_at),
     ];
+    if let Some(cert) = &report.certificate {
+        properties.extend(certificate_properties(cert));
+    }
     for (label, runs) in group_by(&report.runs, |r| r.column_label()) {
         let mut suite = TestSuite::new(label);
         suite.add_properties(properties.clone());
@@ -27,6 +30,34 @@ pub fn render_junit(report: &SuiteReport) -> Result<String, ReportError> {
         junit.add_test_suite(suite);
     }
     Ok(junit.to_string()?)
+}
+
+fn certificate_properties(cert: &super::bundle::Certificate) -> Vec<Property> {
+    let mut properties = Vec::new();
+    if let Some(commit) = &cert.harness_commit {
+        properties.push(Property::new("harness-commit", commit));
+    }
+    for subject in &cert.subjects {
+        let version = subject.version.as_deref().unwrap_or("-");
+        properties.push(Property::new(
+            "subject",
+            format!("{} {} {version}", serde_label(&subject.kind), subject.name),
+        ));
+    }
+    properties.push(Property::new("backend", &cert.environment.backend));
+    if let Some(kubernetes) = &cert.environment.kubernetes {
+        properties.push(Property::new("kubernetes", kubernetes));
+    }
+    properties.push(Property::new("suite-digest", &cert.suite_digest));
+    properties.push(Property::new("seed", cert.seed.to_string()));
+    properties
+}
+
+fn serde_label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn test_case(run: &RunResult) -> TestCase {

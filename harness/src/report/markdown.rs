@@ -39,10 +39,77 @@ fn write_markdown(out: &mut String, report: &SuiteReport) -> fmt::Result {
         totals.error
     )?;
     writeln!(out)?;
+    if let Some(cert) = &report.certificate {
+        write_certificate(out, cert)?;
+    }
     write_matrix(out, report)?;
     write_ready(out, report)?;
     write_problems(out, report)?;
     write_metrics(out, report)
+}
+
+fn write_certificate(out: &mut String, cert: &super::bundle::Certificate) -> fmt::Result {
+    writeln!(out, "## Certification")?;
+    writeln!(out)?;
+    for subject in &cert.subjects {
+        let kind = serde_json::to_value(&subject.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let version = subject
+            .version
+            .as_deref()
+            .map(|v| format!(" {}", code(v)))
+            .unwrap_or_default();
+        writeln!(out, "- Subject ({kind}): {}{version}", code(&subject.name))?;
+        if let Some(command) = &subject.command {
+            writeln!(out, "  - command: {}", code(command))?;
+        }
+        for artifact in &subject.artifacts {
+            writeln!(
+                out,
+                "  - {}: {}",
+                code(&artifact.name),
+                code(&artifact.digest)
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "- Harness: {} at commit {}",
+        code(&cert.harness_version),
+        code(cert.harness_commit.as_deref().unwrap_or("unknown"))
+    )?;
+    writeln!(out, "- Backend: {}", code(&cert.environment.backend))?;
+    if let Some(kubernetes) = &cert.environment.kubernetes {
+        writeln!(out, "- Kubernetes: {}", code(kubernetes))?;
+    }
+    for engine in &cert.environment.engines {
+        writeln!(
+            out,
+            "- Engine: {} {} from {} ({})",
+            code(&engine.engine),
+            code(&engine.version),
+            code(&engine.source),
+            code(&engine.server.digest)
+        )?;
+    }
+    writeln!(out, "- Host: {}", code(&cert.environment.host))?;
+    writeln!(
+        out,
+        "- Suite: {} ({})",
+        code(&cert.suite),
+        code(&cert.suite_digest)
+    )?;
+    writeln!(out, "- Seed: {}", cert.seed)?;
+    for gap in &cert.not_covered {
+        writeln!(out, "- **Not covered:** {}", escape(gap))?;
+    }
+    writeln!(
+        out,
+        "- Re-check offline: `raftcert check <this directory or its .tar.gz>`"
+    )?;
+    writeln!(out)
 }
 
 fn write_matrix(out: &mut String, report: &SuiteReport) -> fmt::Result {

@@ -1,5 +1,6 @@
 //! Reports: results.json, junit.xml, report.md and the terminal table.
 
+pub mod bundle;
 mod junit;
 mod markdown;
 mod summary;
@@ -61,6 +62,9 @@ pub struct SuiteReport {
     pub started_at: String,
     pub duration_ms: u64,
     pub runs: Vec<RunResult>,
+    /// Present when the run was a certification (`raftcert certify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<bundle::Certificate>,
 }
 
 /// Newest `results.json` format this build understands.

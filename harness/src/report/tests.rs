@@ -136,6 +136,7 @@ fn sample() -> SuiteReport {
         started_at: "2024-01-01T00:00:00Z".to_string(),
         duration_ms: 95_200,
         runs: vec![pass, fail, error],
+        certificate: None,
     }
 }
 
