@@ -6,6 +6,7 @@ pub mod deployer;
 pub mod engine;
 pub mod gallery;
 pub mod invariants;
+pub mod kube;
 pub mod matrix;
 pub mod report;
 pub mod scenario;

@@ -90,6 +90,14 @@ struct RunArgs {
     /// network (needs a Docker engine: DOCKER_HOST or the default socket).
     #[arg(long, value_enum, default_value = "process")]
     backend: BackendArg,
+    /// With --backend kube: the operator profile directory
+    /// (fixtures/operators/<name>).
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// With --backend kube: the cluster's kubeconfig; default: KUBECONFIG
+    /// or ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// With --backend docker: run this image instead of the one raftcert
     /// builds from the provisioned engine. Its engine binary must be at
     /// /usr/local/bin/etcd, as in the official etcd images.
@@ -120,6 +128,8 @@ struct RunArgs {
 enum BackendArg {
     Process,
     Docker,
+    /// Pods of a real deployment on a Kubernetes cluster (needs --profile).
+    Kube,
 }
 
 #[derive(clap::Args)]
@@ -170,7 +180,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RAFTCERT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -290,6 +300,8 @@ struct SuiteRun {
     backend: BackendChoice,
     skipped: Vec<String>,
     seed: u64,
+    /// Kubernetes runs: the profile and the server version.
+    kube: Option<(raftcert::kube::profile::Profile, String)>,
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -310,9 +322,9 @@ fn exit_for(report: &report::SuiteReport) -> ExitCode {
 
 async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
     use raftcert::report::bundle;
-    if args.strategies.is_empty() && args.deployers.is_empty() {
+    if args.strategies.is_empty() && args.deployers.is_empty() && args.profile.is_none() {
         return Err(bad(
-            "certify needs its subject: --deployer '<command>' or --strategy <name>",
+            "certify needs its subject: --deployer '<command>', --strategy <name> or --backend kube --profile <dir>",
         ));
     }
     let mut done = run_suite(&args, |run_id| {
@@ -350,8 +362,39 @@ async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
             },
         });
     }
+    let mut kubernetes = None;
+    let mut backend_name = done.backend.name().to_string();
+    if let Some((profile, server)) = &done.kube {
+        backend_name = "kube".to_string();
+        kubernetes = Some(server.clone());
+        let mut artifacts = Vec::new();
+        for manifest in profile.install.iter().chain([&profile.deployment]) {
+            artifacts.push(bundle::Artifact {
+                name: manifest.clone(),
+                digest: bundle::digest_of_file(&profile.dir.join(manifest))?,
+            });
+        }
+        for image in &profile.images {
+            artifacts.push(bundle::Artifact {
+                name: image.clone(),
+                digest: local_image_digest(image).unwrap_or_else(|| "unknown".to_string()),
+            });
+        }
+        subjects.push(bundle::Subject {
+            kind: bundle::SubjectKind::Operator,
+            name: profile.subject.name.clone(),
+            version: Some(profile.subject.version.clone()),
+            command: None,
+            artifacts,
+        });
+    }
     let not_covered = if done.skipped.is_empty() {
         Vec::new()
+    } else if done.kube.is_some() {
+        vec![format!(
+            "not driven on Kubernetes by this profile or backend: {}",
+            done.skipped.join("; ")
+        )]
     } else {
         vec![format!(
             "the {} backend cannot cut the network; not run: {}",
@@ -364,9 +407,9 @@ async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
         harness_commit: bundle::harness_commit(),
         subjects,
         environment: bundle::Environment {
-            backend: done.backend.name().to_string(),
+            backend: backend_name,
             engines,
-            kubernetes: None,
+            kubernetes,
             host: bundle::host_platform(),
         },
         suite: done.suite_name.clone(),
@@ -389,6 +432,18 @@ async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_for(&done.report))
 }
 
+/// The image ID docker holds for `image`, when a local engine answers.
+fn local_image_digest(image: &str) -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|id| !id.is_empty())
+}
+
 /// Digests of the files a deployer command names (its script, for
 /// example), so the certificate pins what ran.
 fn command_files(command: &str) -> anyhow::Result<Vec<raftcert::report::bundle::Artifact>> {
@@ -409,6 +464,12 @@ async fn run_suite(
     args: &RunArgs,
     default_out: impl FnOnce(&str) -> PathBuf,
 ) -> anyhow::Result<SuiteRun> {
+    if args.backend == BackendArg::Kube {
+        return run_suite_kube(args, default_out).await;
+    }
+    if args.profile.is_some() || args.kubeconfig.is_some() {
+        return Err(bad("--profile and --kubeconfig need --backend kube"));
+    }
     let suite_text = match &args.suite {
         Some(path) => {
             std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?
@@ -463,6 +524,7 @@ async fn run_suite(
         BackendArg::Docker => BackendChoice::Docker {
             image: args.image.clone(),
         },
+        BackendArg::Kube => return Err(bad("--backend kube runs through its own path")),
     };
     let engines = provision_all(&parse_engines(&args.engines)?).await?;
     if let BackendChoice::Docker { image } = &backend {
@@ -577,6 +639,137 @@ async fn run_suite(
         backend,
         skipped,
         seed,
+        kube: None,
+    })
+}
+
+/// `--backend kube`: every runnable scenario of the suite against the
+/// profile's deployment, one namespace per run, one run at a time.
+async fn run_suite_kube(
+    args: &RunArgs,
+    default_out: impl FnOnce(&str) -> PathBuf,
+) -> anyhow::Result<SuiteRun> {
+    use raftcert::kube::{self, profile::Profile, run as kube_run};
+    let Some(profile_path) = &args.profile else {
+        return Err(bad(
+            "--backend kube needs --profile fixtures/operators/<name>",
+        ));
+    };
+    if !args.strategies.is_empty() || !args.deployers.is_empty() || args.tls || args.image.is_some()
+    {
+        return Err(bad(
+            "--backend kube certifies the profile's deployment: --strategy, --deployer, --tls and --image do not apply",
+        ));
+    }
+    let profile = Arc::new(Profile::load(profile_path).map_err(|e| bad(e.to_string()))?);
+    let suite_text = match &args.suite {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?
+        }
+        None => raftcert::scenario::model::BUILTIN_SUITE.to_string(),
+    };
+    let suite = Arc::new(match &args.suite {
+        Some(path) => Suite::load(path).map_err(|e| bad(e.to_string()))?,
+        None => Suite::builtin().map_err(|e| bad(e.to_string()))?,
+    });
+    for wanted in &args.scenarios {
+        if !suite.scenarios.iter().any(|s| &s.name == wanted) {
+            return Err(bad(format!(
+                "unknown scenario {wanted:?} in suite {}",
+                suite.suite
+            )));
+        }
+    }
+    let client = kube::connect(args.kubeconfig.as_deref())
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    let server = kube::server_version(&client)
+        .await
+        .map_err(|e| bad(format!("the cluster does not answer: {e}")))?;
+    let mut skipped = Vec::new();
+    let mut scenarios = Vec::new();
+    for scenario in suite
+        .scenarios
+        .iter()
+        .filter(|s| args.replicas.is_none_or(|r| s.max_replicas() == r))
+        .filter(|s| args.scenarios.is_empty() || args.scenarios.contains(&s.name))
+    {
+        match kube_run::unsupported_step(&profile, scenario) {
+            Some(reason) => skipped.push(format!("{} ({reason})", scenario.name)),
+            None => scenarios.push(scenario.clone()),
+        }
+    }
+    if !skipped.is_empty() {
+        eprintln!(
+            "skipping {} scenario(s) on Kubernetes: {}",
+            skipped.len(),
+            skipped.join("; ")
+        );
+    }
+    if scenarios.is_empty() {
+        return Err(bad("no scenario matches the filters and the profile"));
+    }
+    let run_id = matrix::new_run_id();
+    let out = args.out.clone().unwrap_or_else(|| default_out(&run_id));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let seed = args.seed.unwrap_or_else(raftcert::util::unique_suffix);
+    eprintln!(
+        "raftcert: {} scenarios against profile {} on Kubernetes {server}, one at a time, seed {seed}, report in {}",
+        scenarios.len(),
+        profile.name,
+        out.display()
+    );
+    let started = std::time::Instant::now();
+    let started_at = raftcert::util::utc_timestamp();
+    let bar = ProgressBar::new(scenarios.len() as u64);
+    let mut runs = Vec::new();
+    for (index, scenario) in scenarios.into_iter().enumerate() {
+        let rel_dir = format!("runs/{}-{}", scenario.name, profile.name);
+        bar.set_message(scenario.name.clone());
+        let result = kube_run::run_scenario(
+            &client,
+            kube_run::KubeRunSpec {
+                profile: profile.clone(),
+                suite: suite.clone(),
+                scenario,
+                run_id: format!("{run_id}-{index:03}"),
+                seed: raftcert::util::splitmix64(seed ^ index as u64),
+                dir: out.join(&rel_dir),
+                rel_dir,
+            },
+        )
+        .await;
+        bar.println(format!(
+            "{} / {}: {} ({})",
+            result.scenario,
+            result.strategy,
+            result.status_word(),
+            result.headline().unwrap_or_default()
+        ));
+        bar.inc(1);
+        runs.push(result);
+    }
+    bar.finish_and_clear();
+    let report = report::SuiteReport {
+        format: report::REPORT_FORMAT,
+        run_id: run_id.clone(),
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        runs,
+        certificate: None,
+    };
+    Ok(SuiteRun {
+        report,
+        out,
+        suite_name: suite.suite.clone(),
+        suite_text,
+        engines: Vec::new(),
+        strategies: Vec::new(),
+        backend: BackendChoice::Process,
+        skipped,
+        seed,
+        kube: Some(((*profile).clone(), server)),
     })
 }
 

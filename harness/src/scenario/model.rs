@@ -375,6 +375,26 @@ pub const DEFAULT_QUORUM_GRACE: Duration = Duration::from_secs(15);
 pub const BUILTIN_SUITE: &str = include_str!("../../../suites/conformance.yaml");
 pub const BUILTIN_SUITE_PATH: &str = "suites/conformance.yaml";
 
+/// A YAML error as `line:col: message`, on one line, for `file:line:col`.
+pub(crate) fn yaml_error_text(e: &serde_saphyr::Error) -> String {
+    let plain = one_line(&e.without_snippet().to_string());
+    let plain = plain.strip_prefix("error: ").unwrap_or(&plain);
+    // Drop saphyr's "line N column M: " prefix; we print file:line:col.
+    let text = match plain.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
+        None => plain,
+    };
+    let text = text
+        .rsplit_once(" at line ")
+        .map(|(m, _)| m)
+        .unwrap_or(text);
+    let position = e
+        .location()
+        .map(|l| format!("{}:{}: ", l.line(), l.column()))
+        .unwrap_or_else(|| " ".to_string());
+    format!("{position}{text}")
+}
+
 impl Suite {
     pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
@@ -389,26 +409,9 @@ impl Suite {
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Suite, SuiteError> {
-        let suite: Suite = serde_saphyr::from_str(text).map_err(|e| {
-            let plain = one_line(&e.without_snippet().to_string());
-            let plain = plain.strip_prefix("error: ").unwrap_or(&plain);
-            // Drop saphyr's "line N column M: " prefix; we print file:line:col.
-            let text = match plain.strip_prefix("line ") {
-                Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
-                None => plain,
-            };
-            let text = text
-                .rsplit_once(" at line ")
-                .map(|(m, _)| m)
-                .unwrap_or(text);
-            let position = e
-                .location()
-                .map(|l| format!("{}:{}: ", l.line(), l.column()))
-                .unwrap_or_else(|| " ".to_string());
-            SuiteError::Parse {
-                path: path.to_string(),
-                message: format!("{position}{text}"),
-            }
+        let suite: Suite = serde_saphyr::from_str(text).map_err(|e| SuiteError::Parse {
+            path: path.to_string(),
+            message: yaml_error_text(&e),
         })?;
         suite.validate(path)?;
         Ok(suite)

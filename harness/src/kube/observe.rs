@@ -1,0 +1,287 @@
+//! Observers of a deployment on Kubernetes: a pod watcher (container starts
+//! and exits), one log stream per container start (parsed by the engine's
+//! own startup-line parser), and an engine poller through port-forwards.
+
+use crate::backend::process::record_fact;
+use crate::engine::etcd::{ClientConfig, MemberClient, parse_log_line};
+use crate::trace::{EventKind, Recorder};
+use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+use kube::runtime::watcher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// What the observers know of one member pod, shared with the runner.
+#[derive(Debug, Clone, Default)]
+pub struct PodView {
+    pub running: bool,
+    pub ready: bool,
+    pub restarts: i32,
+    /// The container's current start time: a change is a new start.
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    pub uid: String,
+}
+
+pub type PodViews = Arc<Mutex<BTreeMap<String, PodView>>>;
+
+/// Whether the next start of a slot's container finds data in its volume.
+pub type DataState = Arc<Mutex<BTreeMap<String, bool>>>;
+
+/// Watches member pods; returns the task, which runs until aborted.
+pub fn watch_pods(
+    pods: Api<Pod>,
+    selector: String,
+    container: String,
+    recorder: Arc<Recorder>,
+    views: PodViews,
+    has_data: DataState,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let config = watcher::Config::default().labels(&selector);
+        let mut stream = watcher(pods.clone(), config).boxed();
+        let mut log_tasks: Vec<JoinHandle<()>> = Vec::new();
+        while let Ok(Some(event)) = stream.try_next().await {
+            let pod = match event {
+                watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => pod,
+                watcher::Event::Delete(pod) => {
+                    if let Some(name) = pod.metadata.name.as_ref()
+                        && let Ok(mut views) = views.lock()
+                    {
+                        views.remove(name);
+                    }
+                    continue;
+                }
+                watcher::Event::Init | watcher::Event::InitDone => continue,
+            };
+            if let Some(started) = observe_pod(&pod, &container, &recorder, &views, &has_data) {
+                log_tasks.push(follow_logs(
+                    pods.clone(),
+                    started,
+                    container.clone(),
+                    recorder.clone(),
+                ));
+            }
+        }
+        for task in log_tasks {
+            task.abort();
+        }
+    })
+}
+
+/// Records starts and exits of the member container; returns the pod's
+/// name when a new container instance started.
+fn observe_pod(
+    pod: &Pod,
+    container: &str,
+    recorder: &Recorder,
+    views: &PodViews,
+    has_data: &DataState,
+) -> Option<String> {
+    let name = pod.metadata.name.clone()?;
+    let status = pod.status.as_ref()?;
+    let container_status = status
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?;
+    let state = container_status.state.as_ref();
+    let running_since = state
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.as_ref())
+        .map(|t| t.0.to_string());
+    let last_exit = state
+        .and_then(|s| s.terminated.as_ref())
+        .or_else(|| {
+            container_status
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+        })
+        .map(|t| (t.exit_code, t.finished_at.as_ref().map(|f| f.0.to_string())));
+    let mut views = views.lock().ok()?;
+    let view = views.entry(name.clone()).or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut started = None;
+    if let Some((code, finished)) = last_exit
+        && finished.is_some()
+        && finished != view.finished_at
+        && view.uid == uid
+    {
+        recorder.record(EventKind::ProcessExited {
+            slot: name.clone(),
+            code: Some(code),
+            signal: None,
+        });
+        view.finished_at = finished;
+    }
+    if running_since.is_some() && running_since != view.started_at {
+        let spec_container = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == container));
+        let mut args: Vec<String> = spec_container
+            .and_then(|c| c.command.clone())
+            .unwrap_or_default();
+        args.extend(
+            spec_container
+                .and_then(|c| c.args.clone())
+                .unwrap_or_default(),
+        );
+        let had_data = has_data
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&name).copied())
+            .unwrap_or(false);
+        recorder.record(EventKind::ProcessStarted {
+            slot: name.clone(),
+            pid: 0,
+            command: spec_container
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default(),
+            args,
+            had_data,
+        });
+        // Any later start of this slot finds the data this one writes.
+        if let Ok(mut data) = has_data.lock() {
+            data.insert(name.clone(), true);
+        }
+        view.started_at = running_since.clone();
+        started = Some(name.clone());
+    }
+    view.uid = uid;
+    view.running = running_since.is_some();
+    view.restarts = container_status.restart_count;
+    view.ready = container_status.ready;
+    started
+}
+
+/// Streams one container instance's log through the engine's parser.
+fn follow_logs(
+    pods: Api<Pod>,
+    pod: String,
+    container: String,
+    recorder: Arc<Recorder>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let params = LogParams {
+            follow: true,
+            container: Some(container),
+            ..LogParams::default()
+        };
+        let Ok(stream) = pods.log_stream(&pod, &params).await else {
+            return;
+        };
+        let mut lines = stream.lines();
+        while let Some(Ok(line)) = lines.next().await {
+            if let Some(fact) = parse_log_line(&line) {
+                record_fact(&recorder, &pod, fact);
+            }
+        }
+    })
+}
+
+/// A local TCP port that forwards each connection to a pod's port through
+/// the API server, so nothing of the cluster is exposed.
+pub async fn bridge(
+    pods: Api<Pod>,
+    pod: String,
+    port: u16,
+) -> std::io::Result<(u16, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let local_port = listener.local_addr()?.port();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let pods = pods.clone();
+            let pod = pod.clone();
+            connections.spawn(async move {
+                let Ok(mut forwarder) = pods.portforward(&pod, &[port]).await else {
+                    return;
+                };
+                if let Some(mut upstream) = forwarder.take_stream(port) {
+                    let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+                }
+                forwarder.abort();
+            });
+        }
+    });
+    Ok((local_port, task))
+}
+
+/// Polls every running member's status and member list, as the local
+/// runner does, until aborted.
+pub fn poll_members(
+    endpoints: BTreeMap<String, u16>,
+    views: PodViews,
+    recorder: Arc<Recorder>,
+    every: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let config = ClientConfig {
+            tls: None,
+            timeout: Duration::from_secs(2),
+        };
+        let mut clients: BTreeMap<String, MemberClient> = BTreeMap::new();
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            ticker.tick().await;
+            let running: BTreeSet<String> = views
+                .lock()
+                .map(|v| {
+                    v.iter()
+                        .filter(|(_, p)| p.running)
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (slot, port) in &endpoints {
+                if !running.contains(slot) {
+                    clients.remove(slot);
+                    continue;
+                }
+                let client = match clients.get(slot) {
+                    Some(c) => c.clone(),
+                    None => {
+                        match MemberClient::connect(&format!("http://127.0.0.1:{port}"), &config)
+                            .await
+                        {
+                            Ok(c) => {
+                                clients.insert(slot.clone(), c.clone());
+                                c
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                };
+                match client.status().await {
+                    Ok(s) => recorder.record(EventKind::MemberStatus {
+                        slot: slot.clone(),
+                        cluster_id: s.cluster_id,
+                        member_id: s.member_id,
+                        leader: s.leader,
+                        term: s.term,
+                        raft_index: s.raft_index,
+                        revision: s.revision,
+                        is_learner: s.is_learner,
+                    }),
+                    Err(_) => {
+                        // A recreated pod needs a new connection.
+                        clients.remove(slot);
+                        continue;
+                    }
+                }
+                if let Ok((cluster_id, members)) = client.member_list().await {
+                    recorder.record(EventKind::MemberList {
+                        via: slot.clone(),
+                        cluster_id,
+                        members,
+                    });
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,238 @@
+//! Operator profiles: how to install a deployment on a cluster, scale it,
+//! find its members and which faults it may suffer
+//! (`fixtures/operators/<name>/profile.yaml`).
+
+use crate::engine::EngineRef;
+use crate::scenario::model::yaml_error_text;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const PROFILE_FILE: &str = "profile.yaml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// What a certification certifies.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSubject {
+    /// `etcd-io/etcd-operator`.
+    pub name: String,
+    pub version: String,
+}
+
+/// The object whose replica count a `bootstrap` or `scale` step sets.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleTarget {
+    pub api_version: String,
+    pub kind: String,
+    /// Template: `${NAME}`.
+    pub name: String,
+    /// JSON pointer to the replica count, e.g. `/spec/size`.
+    pub path: String,
+}
+
+/// How member pods are found and reached.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberPods {
+    /// Label selector template, e.g. `app=${NAME}`.
+    pub selector: String,
+    /// Pod name template for an ordinal: `${NAME}-${ORDINAL}`.
+    pub pod: String,
+    pub container: String,
+    pub client_port: u16,
+    /// The member's advertised peer URL: `${POD}`, `${NAME}`, `${NAMESPACE}`.
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+/// Faults a profile allows; the Kubernetes backend maps each to API calls.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeFault {
+    /// Delete the member's pod; its volume stays.
+    DeletePod,
+    /// Delete the member's pod and its PVC.
+    LoseVolume,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub subject: ProfileSubject,
+    /// `etcd@3.6.5`.
+    pub engine: String,
+    /// Images the cluster's nodes must hold (loaded into kind, or pulled).
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Cluster-wide manifests applied once (the operator, its CRDs).
+    #[serde(default)]
+    pub install: Vec<String>,
+    /// The deployment under test, applied in the run's namespace; a
+    /// template of `${NAME}`, `${NAMESPACE}` and `${REPLICAS}`.
+    pub deployment: String,
+    pub scale: ScaleTarget,
+    pub members: MemberPods,
+    pub faults: Vec<KubeFault>,
+    /// Caveats the report repeats (e.g. which start script a PD profile uses).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// The profile's directory; manifest paths are relative to it.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+impl Profile {
+    /// Loads `<dir>/profile.yaml`, or the file itself.
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let file = if path.is_dir() {
+            path.join(PROFILE_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| ProfileError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let mut profile: Profile =
+            serde_saphyr::from_str(&text).map_err(|e| ProfileError::Parse {
+                path: file.clone(),
+                message: yaml_error_text(&e),
+            })?;
+        profile.dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        profile.validate(&file)?;
+        Ok(profile)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ProfileError> {
+        let invalid = |message: String| ProfileError::Invalid {
+            path: file.to_path_buf(),
+            message,
+        };
+        let engine = self
+            .engine_ref()
+            .map_err(|e| invalid(format!("engine: {e}")))?;
+        if engine.version.is_none() {
+            return Err(invalid(format!(
+                "engine {:?} needs its version, e.g. etcd@3.6.5",
+                self.engine
+            )));
+        }
+        for manifest in self.install.iter().chain([&self.deployment]) {
+            let path = self.dir.join(manifest);
+            if !path.is_file() {
+                return Err(invalid(format!(
+                    "manifest {} does not exist",
+                    path.display()
+                )));
+            }
+        }
+        if !self.scale.path.starts_with('/') {
+            return Err(invalid(format!(
+                "scale.path {:?} is not a JSON pointer (e.g. /spec/replicas)",
+                self.scale.path
+            )));
+        }
+        if !self.members.pod.contains("${ORDINAL}") {
+            return Err(invalid("members.pod must contain ${ORDINAL}".into()));
+        }
+        Ok(())
+    }
+
+    pub fn engine_ref(&self) -> Result<EngineRef, crate::engine::EngineRefError> {
+        self.engine.parse()
+    }
+
+    pub fn pod_name(&self, name: &str, ordinal: u32) -> String {
+        fill(
+            &self.members.pod,
+            &[("NAME", name), ("ORDINAL", &ordinal.to_string())],
+        )
+    }
+}
+
+/// Replaces `${KEY}` by its value; unknown keys stay as they are.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (key, value) in values {
+        out = out.replace(&format!("${{{key}}}"), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn shipped_profiles_load() {
+        let dir = repo_root().join("fixtures/operators");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).expect("fixtures/operators") {
+            let path = entry.expect("entry").path();
+            if path.join(PROFILE_FILE).is_file() {
+                let profile = Profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!profile.faults.is_empty(), "{}", path.display());
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 1, "no profile in {}", dir.display());
+    }
+
+    #[test]
+    fn an_unknown_field_is_reported_at_its_position() {
+        let tmp = std::env::temp_dir().join(format!(
+            "raftcert-profile-{}-{}",
+            std::process::id(),
+            crate::util::unique_suffix()
+        ));
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let file = tmp.join(PROFILE_FILE);
+        std::fs::write(
+            &file,
+            "name: x\nsubject: {name: a, version: b}\nreplicaz: 3\n",
+        )
+        .expect("write");
+        let err = Profile::load(&tmp).expect_err("must fail");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let text = err.to_string();
+        assert!(text.contains("profile.yaml:3:1"), "{text}");
+        assert!(text.contains("replicaz"), "{text}");
+    }
+
+    #[test]
+    fn templates_fill_known_keys_only() {
+        assert_eq!(
+            fill(
+                "${NAME}-${ORDINAL}.${OTHER}",
+                &[("NAME", "e"), ("ORDINAL", "2")]
+            ),
+            "e-2.${OTHER}"
+        );
+    }
+}

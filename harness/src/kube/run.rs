@@ -1,0 +1,516 @@
+//! Drives one scenario against a profile's deployment on a cluster: a
+//! namespace per run, steps as replica patches and API-level faults, the
+//! observers recording, the invariants judging the trace.
+
+use super::observe::{self, DataState, PodViews};
+use super::profile::{KubeFault, Profile, fill};
+use super::{KubeError, apply};
+use crate::invariants::{Verdict, check_all};
+use crate::report::{RunResult, RunStatus};
+use crate::scenario::model::{MemberSelector, Scenario, StepAction, Suite};
+use crate::trace::{EventKind, FaultKind, MemberInfo, Recorder, SlotInfo, TRACE_FORMAT};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the runner re-reads what the observers saw while settling.
+const SETTLE_POLL: Duration = Duration::from_millis(500);
+const MEMBER_POLL: Duration = Duration::from_millis(500);
+const NAMESPACE_GONE: Duration = Duration::from_secs(120);
+
+/// Which steps the Kubernetes backend can drive for this profile; the
+/// reason when it cannot.
+pub fn unsupported_step(profile: &Profile, scenario: &Scenario) -> Option<String> {
+    scenario.steps.iter().find_map(|step| {
+        if step.inject.is_some() {
+            return Some("faults injected mid-step are not driven on Kubernetes yet".into());
+        }
+        let fault = match &step.action {
+            StepAction::Bootstrap(_) | StepAction::Scale(_) => return None,
+            StepAction::DeletePod(_) => KubeFault::DeletePod,
+            StepAction::LoseVolume(_) => KubeFault::LoseVolume,
+            other => return Some(format!("{} is not driven on Kubernetes yet", other.name())),
+        };
+        (!profile.faults.contains(&fault))
+            .then(|| format!("profile {} does not allow {fault:?}", profile.name))
+    })
+}
+
+pub struct KubeRunSpec {
+    pub profile: Arc<Profile>,
+    pub suite: Arc<Suite>,
+    pub scenario: Scenario,
+    pub run_id: String,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub rel_dir: String,
+}
+
+impl KubeRunSpec {
+    fn result(&self) -> RunResult {
+        let engine = self.profile.engine_ref().ok();
+        RunResult {
+            run_id: self.run_id.clone(),
+            scenario: self.scenario.name.clone(),
+            strategy: self.profile.name.clone(),
+            engine: engine
+                .as_ref()
+                .map(|e| e.kind.to_string())
+                .unwrap_or_default(),
+            engine_version: engine.and_then(|e| e.version).unwrap_or_default(),
+            backend: "kube".into(),
+            replicas: self.scenario.max_replicas(),
+            tls: false,
+            seed: self.seed,
+            status: RunStatus::Error,
+            error: None,
+            verdicts: Vec::new(),
+            duration_ms: 0,
+            ready_ms: None,
+            trace: format!("{}/trace.jsonl", self.rel_dir),
+            logs: format!("{}/logs", self.rel_dir),
+        }
+    }
+}
+
+/// Runs one scenario and judges its trace; the namespace is deleted even
+/// when the run fails.
+pub async fn run_scenario(client: &Client, spec: KubeRunSpec) -> RunResult {
+    let started = Instant::now();
+    let mut result = spec.result();
+    let namespace = format!(
+        "raftcert-{}",
+        spec.run_id.to_ascii_lowercase().replace('_', "-")
+    );
+    let outcome = drive(client, &spec, &namespace).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+    match outcome {
+        Ok((trace, abort)) => {
+            result.verdicts = check_all(&trace);
+            result.status = if abort.is_some() {
+                RunStatus::Error
+            } else if result.verdicts.iter().all(Verdict::passed) {
+                RunStatus::Pass
+            } else {
+                RunStatus::Fail
+            };
+            result.error = abort;
+        }
+        Err(e) => result.error = Some(e.to_string()),
+    }
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result
+}
+
+/// Everything the run started, stopped on drop (also on panic).
+struct Observers(Vec<tokio::task::JoinHandle<()>>);
+impl Drop for Observers {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn drive(
+    client: &Client,
+    spec: &KubeRunSpec,
+    namespace: &str,
+) -> Result<(crate::trace::Trace, Option<String>), KubeError> {
+    let profile = &spec.profile;
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| KubeError::Io { what, source }
+    };
+    std::fs::create_dir_all(spec.dir.join("logs")).map_err(io("run directory"))?;
+    let recorder = Arc::new(
+        Recorder::to_file(&spec.dir.join("trace.jsonl")).map_err(|e| KubeError::Io {
+            what: "trace".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    );
+    let name = "etcd".to_string();
+    let vars = |replicas: u32| {
+        vec![
+            ("NAME".to_string(), name.clone()),
+            ("NAMESPACE".to_string(), namespace.to_string()),
+            ("REPLICAS".to_string(), replicas.to_string()),
+        ]
+    };
+    let fill_vars = |text: &str, replicas: u32| {
+        let owned = vars(replicas);
+        let pairs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        fill(text, &pairs)
+    };
+    let max = spec.scenario.max_replicas();
+    let slots: Vec<SlotInfo> = (0..max)
+        .map(|ordinal| {
+            let pod = profile.pod_name(&name, ordinal);
+            let urls = |template: &str| {
+                fill(
+                    template,
+                    &[("POD", &pod), ("NAME", &name), ("NAMESPACE", namespace)],
+                )
+            };
+            SlotInfo {
+                name: pod.clone(),
+                ordinal,
+                peer_url: urls(&profile.members.peer_url),
+                client_url: urls(&profile.members.client_url),
+            }
+        })
+        .collect();
+    let engine = profile
+        .engine_ref()
+        .map_err(|e| KubeError::Unsupported(e.to_string()))?;
+    recorder.record(EventKind::RunStarted {
+        format: TRACE_FORMAT,
+        run_id: spec.run_id.clone(),
+        scenario: spec.scenario.name.clone(),
+        strategy: profile.name.clone(),
+        engine: engine.kind.to_string(),
+        engine_version: engine.version.clone().unwrap_or_default(),
+        backend: "kube".into(),
+        seed: spec.seed,
+        tls: false,
+        slots: slots.clone(),
+        quorum_grace_ms: spec.suite.quorum_grace_for(&spec.scenario).as_millis() as u64,
+    });
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.to_string());
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let views: PodViews = Arc::new(Mutex::new(BTreeMap::new()));
+    let has_data: DataState = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut observers = Observers(vec![observe::watch_pods(
+        pods.clone(),
+        fill_vars(&profile.members.selector, 0),
+        profile.members.container.clone(),
+        recorder.clone(),
+        views.clone(),
+        has_data.clone(),
+    )]);
+    let mut endpoints = BTreeMap::new();
+    for slot in &slots {
+        let (port, task) =
+            observe::bridge(pods.clone(), slot.name.clone(), profile.members.client_port)
+                .await
+                .map_err(io("port-forward listener"))?;
+        endpoints.insert(slot.name.clone(), port);
+        observers.0.push(task);
+    }
+    observers.0.push(observe::poll_members(
+        endpoints,
+        views.clone(),
+        recorder.clone(),
+        MEMBER_POLL,
+    ));
+
+    let scale_resource = ApiResource::from_gvk(
+        &kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
+            api_version: profile.scale.api_version.clone(),
+            kind: profile.scale.kind.clone(),
+        })
+        .map_err(|e| KubeError::Unsupported(e.to_string()))?,
+    );
+    let scale_api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &scale_resource);
+    let scale_name = fill_vars(&profile.scale.name, 0);
+    let deployment_path = profile.dir.join(&profile.deployment);
+    let deployment = std::fs::read_to_string(&deployment_path).map_err(io("deployment"))?;
+
+    let mut desired = 0;
+    let mut abort = None;
+    for (index, step) in spec.scenario.steps.iter().enumerate() {
+        let settle = spec.suite.settle_for(step);
+        let target = match step.action {
+            StepAction::Bootstrap(n) | StepAction::Scale(n) => n,
+            _ => desired,
+        };
+        recorder.record(EventKind::StepStarted {
+            index: index as u32,
+            name: step.action.name(),
+            desired_replicas: target,
+            deadline_ms: settle.as_millis() as u64,
+        });
+        let step_started = Instant::now();
+        let mut replaced: Option<(String, String)> = None;
+        let acted = match &step.action {
+            StepAction::Bootstrap(n) => apply::apply_all(
+                client,
+                &fill_vars(&deployment, *n),
+                &deployment_path.display().to_string(),
+                namespace,
+            )
+            .await
+            .map(|_| ()),
+            StepAction::Scale(n) => {
+                set_replicas(&scale_api, &scale_name, &profile.scale.path, *n).await
+            }
+            StepAction::DeletePod(selector) | StepAction::LoseVolume(selector) => {
+                let lose = matches!(step.action, StepAction::LoseVolume(_));
+                let ordinal = pick(selector, desired, spec.seed ^ index as u64);
+                let slot = &slots[ordinal as usize].name;
+                let old_uid = views
+                    .lock()
+                    .ok()
+                    .and_then(|v| v.get(slot).map(|p| p.uid.clone()))
+                    .unwrap_or_default();
+                replaced = Some((slot.clone(), old_uid));
+                recorder.record(EventKind::FaultInjected {
+                    fault: if lose {
+                        FaultKind::LoseVolume
+                    } else {
+                        FaultKind::DeletePod
+                    },
+                    slot: Some(slot.clone()),
+                });
+                delete_member(client, namespace, slot, lose, &has_data, &recorder).await
+            }
+            other => Err(KubeError::Unsupported(format!(
+                "{} is not driven on Kubernetes yet",
+                other.name()
+            ))),
+        };
+        if let Err(e) = acted {
+            abort = Some(format!("step {}: {e}", step.action.name()));
+            break;
+        }
+        desired = target;
+        let settled = wait_settled(
+            &recorder,
+            &views,
+            &slots,
+            desired,
+            replaced.as_ref(),
+            step_started + settle,
+        )
+        .await;
+        recorder.record(EventKind::StepFinished {
+            index: index as u32,
+            name: step.action.name(),
+            settled,
+            elapsed_ms: step_started.elapsed().as_millis() as u64,
+            detail: (!settled).then(|| format!("not {desired} started voters and ready pods")),
+        });
+    }
+    drop(observers);
+    save_logs(
+        &pods,
+        &slots,
+        &profile.members.container,
+        &spec.dir.join("logs"),
+    )
+    .await;
+    recorder.record(EventKind::RunFinished {
+        error: abort.clone(),
+    });
+    recorder.flush();
+    Ok((recorder.snapshot(), abort))
+}
+
+fn pick(selector: &MemberSelector, members: u32, seed: u64) -> u32 {
+    match selector {
+        MemberSelector::Ordinal(n) => (*n).min(members.saturating_sub(1)),
+        // Without an engine-side leader lookup the choice is by seed.
+        _ => (crate::util::splitmix64(seed) % u64::from(members.max(1))) as u32,
+    }
+}
+
+async fn set_replicas(
+    api: &Api<DynamicObject>,
+    name: &str,
+    pointer: &str,
+    replicas: u32,
+) -> Result<(), KubeError> {
+    // A JSON merge patch built from the pointer's segments.
+    let mut patch = serde_json::json!(replicas);
+    for segment in pointer.trim_start_matches('/').split('/').rev() {
+        patch = serde_json::json!({ segment: patch });
+    }
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn delete_member(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    lose_volume: bool,
+    has_data: &DataState,
+    recorder: &Recorder,
+) -> Result<(), KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let mut doomed = Vec::new();
+    if lose_volume {
+        let Ok(current) = pods.get(pod).await else {
+            return Err(KubeError::Unsupported(format!("pod {pod} does not exist")));
+        };
+        for volume in current.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if let Some(claim) = &volume.persistent_volume_claim {
+                doomed.push(claim.claim_name.clone());
+                claims
+                    .delete(&claim.claim_name, &DeleteParams::default())
+                    .await?;
+            }
+        }
+    }
+    ignore_gone(pods.delete(pod, &DeleteParams::default()).await)?;
+    if lose_volume {
+        // The claim is protected while any pod uses it, and the controller
+        // recreates the pod at once, bound to the dying claim; that pod is
+        // deleted until the claim is gone, so the next one gets a new one.
+        let deadline = Instant::now() + NAMESPACE_GONE;
+        for claim in &doomed {
+            while claims.get_opt(claim).await?.is_some() {
+                if Instant::now() > deadline {
+                    return Err(KubeError::Timeout(
+                        NAMESPACE_GONE,
+                        format!("PVC {claim} deletion"),
+                    ));
+                }
+                if pods.get_opt(pod).await?.is_some() {
+                    ignore_gone(pods.delete(pod, &DeleteParams::default()).await)?;
+                }
+                tokio::time::sleep(SETTLE_POLL).await;
+            }
+        }
+        if let Ok(mut data) = has_data.lock() {
+            data.insert(pod.to_string(), false);
+        }
+        recorder.record(EventKind::DataWiped {
+            slot: pod.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A delete that finds nothing has nothing left to do.
+fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<(), KubeError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Settled: the first `desired` pods run ready, no other member pod runs,
+/// and the latest member list shows exactly their peer URLs, all started
+/// voters.
+async fn wait_settled(
+    recorder: &Recorder,
+    views: &PodViews,
+    slots: &[SlotInfo],
+    desired: u32,
+    replaced: Option<&(String, String)>,
+    deadline: Instant,
+) -> bool {
+    loop {
+        if is_settled(recorder, views, slots, desired, replaced) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+fn is_settled(
+    recorder: &Recorder,
+    views: &PodViews,
+    slots: &[SlotInfo],
+    desired: u32,
+    replaced: Option<&(String, String)>,
+) -> bool {
+    let Ok(views) = views.lock() else {
+        return false;
+    };
+    // A deleted pod counts only once its successor runs.
+    if let Some((slot, old_uid)) = replaced
+        && views.get(slot).is_none_or(|v| &v.uid == old_uid)
+    {
+        return false;
+    }
+    let pods_ok = slots.iter().all(|slot| {
+        let view = views.get(&slot.name);
+        if slot.ordinal < desired {
+            view.is_some_and(|v| v.running && v.ready)
+        } else {
+            view.is_none_or(|v| !v.running)
+        }
+    });
+    if !pods_ok {
+        return false;
+    }
+    let trace = recorder.snapshot();
+    let latest: Option<&Vec<MemberInfo>> = trace.events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::MemberList { members, .. } => Some(members),
+        _ => None,
+    });
+    let Some(members) = latest else {
+        return false;
+    };
+    let wanted: std::collections::BTreeSet<&str> = slots
+        .iter()
+        .filter(|s| s.ordinal < desired)
+        .map(|s| s.peer_url.as_str())
+        .collect();
+    let listed: std::collections::BTreeSet<&str> = members
+        .iter()
+        .flat_map(|m| m.peer_urls.iter().map(String::as_str))
+        .collect();
+    if listed != wanted || !members.iter().all(|m| m.is_started() && !m.is_learner) {
+        return false;
+    }
+    // Every member has reported a leader since its latest start.
+    slots.iter().filter(|s| s.ordinal < desired).all(|slot| {
+        let start = trace.events.iter().rposition(
+            |e| matches!(&e.kind, EventKind::ProcessStarted { slot: s, .. } if *s == slot.name),
+        );
+        trace.events[start.map_or(0, |p| p + 1)..].iter().any(|e| {
+            matches!(&e.kind, EventKind::MemberStatus { slot: s, leader, .. }
+                if *s == slot.name && leader != "0" && !leader.is_empty())
+        })
+    })
+}
+
+/// Keeps each member container's log (current and previous instance).
+async fn save_logs(pods: &Api<Pod>, slots: &[SlotInfo], container: &str, dir: &std::path::Path) {
+    for slot in slots {
+        for (previous, suffix) in [(true, ".previous.log"), (false, ".log")] {
+            let params = kube::api::LogParams {
+                container: Some(container.to_string()),
+                previous,
+                ..Default::default()
+            };
+            if let Ok(text) = pods.logs(&slot.name, &params).await {
+                let _ = std::fs::write(dir.join(format!("{}{suffix}", slot.name)), text);
+            }
+        }
+    }
+}
+
+/// The pods of a namespace, for the report when a run errs.
+pub async fn pod_names(client: &Client, namespace: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    pods.list(&Default::default())
+        .await
+        .map(|l| l.items.iter().map(|p| p.name_any()).collect())
+        .unwrap_or_default()
+}
