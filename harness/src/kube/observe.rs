@@ -57,13 +57,22 @@ pub fn watch_pods(
                 }
                 watcher::Event::Init | watcher::Event::InitDone => continue,
             };
-            if let Some(started) = observe_pod(&pod, &container, &recorder, &views, &has_data) {
-                log_tasks.push(follow_logs(
-                    pods.clone(),
-                    started,
-                    container.clone(),
-                    recorder.clone(),
-                ));
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            for step in observe_pod(&pod, &container, &views, &has_data) {
+                match step {
+                    Seen::Event(kind) => recorder.record(kind),
+                    Seen::FinishedInstance { previous } => {
+                        parse_finished_logs(&pods, &name, &container, previous, &recorder).await;
+                    }
+                    Seen::RunningInstance => log_tasks.push(follow_logs(
+                        pods.clone(),
+                        name.clone(),
+                        container.clone(),
+                        recorder.clone(),
+                    )),
+                }
             }
         }
         for task in log_tasks {
@@ -72,57 +81,62 @@ pub fn watch_pods(
     })
 }
 
-/// Records starts and exits of the member container; returns the pod's
-/// name when a new container instance started.
-fn observe_pod(
-    pod: &Pod,
-    container: &str,
-    recorder: &Recorder,
-    views: &PodViews,
-    has_data: &DataState,
-) -> Option<String> {
-    let name = pod.metadata.name.clone()?;
-    let status = pod.status.as_ref()?;
-    let container_status = status
+/// What one pod update showed, in the order it happened.
+enum Seen {
+    Event(EventKind),
+    /// An instance that ran and exited between two updates: its log is read
+    /// whole, before its exit is recorded.
+    FinishedInstance {
+        previous: bool,
+    },
+    /// A running instance whose log is followed.
+    RunningInstance,
+}
+
+/// Compares a pod update with what was seen before: container instances
+/// that started, exited, or did both unseen (a crash within milliseconds).
+fn observe_pod(pod: &Pod, container: &str, views: &PodViews, has_data: &DataState) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    let (Some(name), Some(status)) = (pod.metadata.name.clone(), pod.status.as_ref()) else {
+        return seen;
+    };
+    let Some(container_status) = status
         .container_statuses
-        .as_ref()?
         .iter()
-        .find(|c| c.name == container)?;
+        .flatten()
+        .find(|c| c.name == container)
+    else {
+        return seen;
+    };
     let state = container_status.state.as_ref();
     let running_since = state
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.as_ref())
         .map(|t| t.0.to_string());
-    let last_exit = state
-        .and_then(|s| s.terminated.as_ref())
-        .or_else(|| {
-            container_status
-                .last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-        })
-        .map(|t| (t.exit_code, t.finished_at.as_ref().map(|f| f.0.to_string())));
-    let mut views = views.lock().ok()?;
+    let current_terminated = state.and_then(|s| s.terminated.as_ref());
+    let terminated = current_terminated.or_else(|| {
+        container_status
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+    });
+    let Ok(mut views) = views.lock() else {
+        return seen;
+    };
     let view = views.entry(name.clone()).or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let mut started = None;
-    if let Some((code, finished)) = last_exit
-        && finished.is_some()
-        && finished != view.finished_at
-        && view.uid == uid
-    {
-        recorder.record(EventKind::ProcessExited {
-            slot: name.clone(),
-            code: Some(code),
-            signal: None,
-        });
-        view.finished_at = finished;
+    if view.uid != uid {
+        // A new pod under the same name: its instances are all new.
+        *view = PodView {
+            uid,
+            ..PodView::default()
+        };
     }
-    if running_since.is_some() && running_since != view.started_at {
-        let spec_container = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.iter().find(|c| c.name == container));
+    let spec_container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container));
+    let start_event = |slot: &str| {
         let mut args: Vec<String> = spec_container
             .and_then(|c| c.command.clone())
             .unwrap_or_default();
@@ -134,29 +148,70 @@ fn observe_pod(
         let had_data = has_data
             .lock()
             .ok()
-            .and_then(|d| d.get(&name).copied())
+            .and_then(|d| d.get(slot).copied())
             .unwrap_or(false);
-        recorder.record(EventKind::ProcessStarted {
-            slot: name.clone(),
+        // Any later start of this slot finds the data this one writes.
+        if let Ok(mut data) = has_data.lock() {
+            data.insert(slot.to_string(), true);
+        }
+        EventKind::ProcessStarted {
+            slot: slot.to_string(),
             pid: 0,
             command: spec_container
                 .and_then(|c| c.image.clone())
                 .unwrap_or_default(),
             args,
             had_data,
-        });
-        // Any later start of this slot finds the data this one writes.
-        if let Ok(mut data) = has_data.lock() {
-            data.insert(name.clone(), true);
         }
-        view.started_at = running_since.clone();
-        started = Some(name.clone());
+    };
+    if let Some(t) = terminated {
+        let finished = t.finished_at.as_ref().map(|f| f.0.to_string());
+        if finished.is_some() && finished != view.finished_at {
+            let started = t.started_at.as_ref().map(|s| s.0.to_string());
+            if started.is_some() && started != view.started_at {
+                seen.push(Seen::Event(start_event(&name)));
+                seen.push(Seen::FinishedInstance {
+                    previous: current_terminated.is_none(),
+                });
+            }
+            seen.push(Seen::Event(EventKind::ProcessExited {
+                slot: name.clone(),
+                code: Some(t.exit_code),
+                signal: None,
+            }));
+            view.finished_at = finished;
+            view.started_at = started;
+        }
     }
-    view.uid = uid;
+    if running_since.is_some() && running_since != view.started_at {
+        seen.push(Seen::Event(start_event(&name)));
+        seen.push(Seen::RunningInstance);
+        view.started_at = running_since.clone();
+    }
     view.running = running_since.is_some();
     view.restarts = container_status.restart_count;
     view.ready = container_status.ready;
-    started
+    seen
+}
+
+/// Parses the whole log of an instance that already exited.
+async fn parse_finished_logs(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    previous: bool,
+    recorder: &Recorder,
+) {
+    let params = LogParams {
+        container: Some(container.to_string()),
+        previous,
+        ..LogParams::default()
+    };
+    if let Ok(text) = pods.logs(pod, &params).await {
+        for fact in text.lines().filter_map(parse_log_line) {
+            record_fact(recorder, pod, fact);
+        }
+    }
 }
 
 /// Streams one container instance's log through the engine's parser.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// How often the runner re-reads what the observers saw while settling.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
 const MEMBER_POLL: Duration = Duration::from_millis(500);
-const NAMESPACE_GONE: Duration = Duration::from_secs(120);
+const CLAIM_GONE: Duration = Duration::from_secs(120);
 
 /// Which steps the Kubernetes backend can drive for this profile; the
 /// reason when it cannot.
@@ -362,30 +362,31 @@ async fn delete_member(
             return Err(KubeError::Unsupported(format!("pod {pod} does not exist")));
         };
         for volume in current.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-            if let Some(claim) = &volume.persistent_volume_claim {
-                doomed.push(claim.claim_name.clone());
+            if let Some(source) = &volume.persistent_volume_claim {
+                let claim = claims.get(&source.claim_name).await?;
+                doomed.push((source.claim_name.clone(), claim.uid().unwrap_or_default()));
                 claims
-                    .delete(&claim.claim_name, &DeleteParams::default())
+                    .delete(&source.claim_name, &DeleteParams::default())
                     .await?;
             }
         }
     }
     ignore_gone(pods.delete(pod, &DeleteParams::default()).await)?;
     if lose_volume {
-        // The claim is protected while any pod uses it, and the controller
-        // recreates the pod at once, bound to the dying claim; that pod is
-        // deleted until the claim is gone, so the next one gets a new one.
-        let deadline = Instant::now() + NAMESPACE_GONE;
-        for claim in &doomed {
-            while claims.get_opt(claim).await?.is_some() {
+        // The claim goes once its pod is gone; the controller then creates
+        // a new claim under the same name, so the old one is told by UID.
+        let deadline = Instant::now() + CLAIM_GONE;
+        for (claim, old_uid) in &doomed {
+            while claims
+                .get_opt(claim)
+                .await?
+                .is_some_and(|c| c.uid().as_deref() == Some(old_uid.as_str()))
+            {
                 if Instant::now() > deadline {
                     return Err(KubeError::Timeout(
-                        NAMESPACE_GONE,
+                        CLAIM_GONE,
                         format!("PVC {claim} deletion"),
                     ));
-                }
-                if pods.get_opt(pod).await?.is_some() {
-                    ignore_gone(pods.delete(pod, &DeleteParams::default()).await)?;
                 }
                 tokio::time::sleep(SETTLE_POLL).await;
             }
