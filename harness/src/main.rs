@@ -739,13 +739,23 @@ async fn run_suite_kube(
             },
         )
         .await;
-        bar.println(format!(
-            "{} / {}: {} ({})",
+        let headline = result
+            .headline()
+            .map(|h| format!(": {h}"))
+            .unwrap_or_default();
+        let line = format!(
+            "{} / {}: {} in {:.1}s{headline}",
             result.scenario,
             result.strategy,
             result.status_word(),
-            result.headline().unwrap_or_default()
-        ));
+            result.duration_ms as f64 / 1000.0,
+        );
+        // A hidden bar (no terminal) prints nothing, so lines go to stderr.
+        if std::io::stderr().is_terminal() {
+            bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
         bar.inc(1);
         runs.push(result);
     }
@@ -1004,7 +1014,18 @@ fn check_report_dir(dir: &Path) -> anyhow::Result<ExitCode> {
         if !violated.is_empty() || run.status != RunStatus::Pass {
             failed += 1;
         }
-        let same = now == then;
+        // Invariants added after the recording are checked, not compared.
+        let recorded: BTreeMap<&str, bool> = then.iter().map(|(i, p)| (i.as_str(), *p)).collect();
+        let same = now
+            .iter()
+            .filter_map(|(id, passed)| recorded.get(id.as_str()).map(|was| was == passed))
+            .all(|equal| equal)
+            && then.iter().all(|(id, _)| now.iter().any(|(n, _)| n == id));
+        let unrecorded: Vec<&str> = now
+            .iter()
+            .filter(|(id, _)| !recorded.contains_key(id.as_str()))
+            .map(|(id, _)| id.as_str())
+            .collect();
         if !same {
             mismatches += 1;
         }
@@ -1018,10 +1039,10 @@ fn check_report_dir(dir: &Path) -> anyhow::Result<ExitCode> {
             } else {
                 violated.join(",")
             },
-            if same {
-                "reproduced"
-            } else {
-                "DIFFERS from results.json"
+            match (same, unrecorded.is_empty()) {
+                (false, _) => "DIFFERS from results.json".to_string(),
+                (true, true) => "reproduced".to_string(),
+                (true, false) => format!("reproduced (+{} not recorded)", unrecorded.join(",")),
             }
         );
     }

@@ -11,6 +11,7 @@ pub mod i5_restart_identity;
 pub mod i6_data_loss;
 pub mod i7_scale_in;
 pub mod i8_unique_urls;
+pub mod i9_operator_status;
 pub mod model;
 pub mod n1_minority_refuses_writes;
 #[cfg(test)]
@@ -79,6 +80,7 @@ pub fn registry() -> &'static [Invariant] {
         i6_data_loss::INVARIANT,
         i7_scale_in::INVARIANT,
         i8_unique_urls::INVARIANT,
+        i9_operator_status::INVARIANT,
         n1_minority_refuses_writes::INVARIANT,
         d1_durability::INVARIANT,
     ]

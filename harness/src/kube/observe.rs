@@ -340,3 +340,34 @@ pub fn poll_members(
         }
     })
 }
+
+/// Watches the object where the operator reports the member count and
+/// records every change of it.
+pub fn watch_status(
+    api: Api<kube::api::DynamicObject>,
+    object: String,
+    name: String,
+    pointer: String,
+    recorder: Arc<Recorder>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut stream = watcher(api, config).boxed();
+        let mut last: Option<Option<u64>> = None;
+        while let Ok(Some(event)) = stream.try_next().await {
+            let (watcher::Event::Apply(found) | watcher::Event::InitApply(found)) = event else {
+                continue;
+            };
+            let members = serde_json::to_value(&found)
+                .ok()
+                .and_then(|v| v.pointer(&pointer).and_then(serde_json::Value::as_u64));
+            if last != Some(members) {
+                last = Some(members);
+                recorder.record(EventKind::OperatorStatus {
+                    object: object.clone(),
+                    members,
+                });
+            }
+        }
+    })
+}

@@ -58,12 +58,27 @@ pub struct MemberPods {
     pub client_url: String,
 }
 
+/// Where the operator reports the cluster's member count (for I9).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSource {
+    pub api_version: String,
+    pub kind: String,
+    /// Template: `${NAME}`.
+    pub name: String,
+    /// JSON pointer to the count, e.g. `/status/readyReplicas`.
+    pub members: String,
+}
+
 /// Faults a profile allows; the Kubernetes backend maps each to API calls.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum KubeFault {
-    /// Delete the member's pod; its volume stays.
+    /// Delete the member's pod with its grace period; its volume stays.
+    /// Also drives restarts: one member, rolling, or all at once.
     DeletePod,
+    /// Delete the member's pod with grace period 0.
+    KillPod,
     /// Delete the member's pod and its PVC.
     LoseVolume,
 }
@@ -88,6 +103,10 @@ pub struct Profile {
     pub deployment: String,
     pub scale: ScaleTarget,
     pub members: MemberPods,
+    /// Where the operator reports what it manages; without it I9 has
+    /// nothing to compare.
+    #[serde(default)]
+    pub status: Option<StatusSource>,
     pub faults: Vec<KubeFault>,
     /// Caveats the report repeats (e.g. which start script a PD profile uses).
     #[serde(default)]
@@ -149,6 +168,14 @@ impl Profile {
             return Err(invalid(format!(
                 "scale.path {:?} is not a JSON pointer (e.g. /spec/replicas)",
                 self.scale.path
+            )));
+        }
+        if let Some(status) = &self.status
+            && !status.members.starts_with('/')
+        {
+            return Err(invalid(format!(
+                "status.members {:?} is not a JSON pointer (e.g. /status/readyReplicas)",
+                status.members
             )));
         }
         if !self.members.pod.contains("${ORDINAL}") {

@@ -7,8 +7,10 @@ use super::profile::{KubeFault, Profile, fill};
 use super::{KubeError, apply};
 use crate::invariants::{Verdict, check_all};
 use crate::report::{RunResult, RunStatus};
-use crate::scenario::model::{MemberSelector, Scenario, StepAction, Suite};
-use crate::trace::{EventKind, FaultKind, MemberInfo, Recorder, SlotInfo, TRACE_FORMAT};
+use crate::scenario::model::{Inject, MemberSelector, Scenario, StepAction, Suite, Trigger};
+use crate::trace::{
+    EventKind, FaultKind, MemberInfo, MembershipOp, Recorder, SlotInfo, TRACE_FORMAT,
+};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
@@ -27,12 +29,28 @@ const CLAIM_GONE: Duration = Duration::from_secs(120);
 /// reason when it cannot.
 pub fn unsupported_step(profile: &Profile, scenario: &Scenario) -> Option<String> {
     scenario.steps.iter().find_map(|step| {
-        if step.inject.is_some() {
-            return Some("faults injected mid-step are not driven on Kubernetes yet".into());
+        if let Some(inject) = &step.inject {
+            let fault = match inject.fault {
+                FaultKind::DeletePod => KubeFault::DeletePod,
+                FaultKind::Kill => KubeFault::KillPod,
+                FaultKind::LoseVolume => KubeFault::LoseVolume,
+                other => {
+                    return Some(format!(
+                        "injecting {other:?} mid-step is not driven on Kubernetes yet"
+                    ));
+                }
+            };
+            if !profile.faults.contains(&fault) {
+                return Some(format!("profile {} does not allow {fault:?}", profile.name));
+            }
         }
         let fault = match &step.action {
             StepAction::Bootstrap(_) | StepAction::Scale(_) => return None,
-            StepAction::DeletePod(_) => KubeFault::DeletePod,
+            StepAction::DeletePod(_)
+            | StepAction::Restart(_)
+            | StepAction::RollingRestart
+            | StepAction::FullRestart => KubeFault::DeletePod,
+            StepAction::Kill(_) => KubeFault::KillPod,
             StepAction::LoseVolume(_) => KubeFault::LoseVolume,
             other => return Some(format!("{} is not driven on Kubernetes yet", other.name())),
         };
@@ -219,13 +237,18 @@ async fn drive(
         MEMBER_POLL,
     ));
 
-    let scale_resource = ApiResource::from_gvk(
-        &kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
-            api_version: profile.scale.api_version.clone(),
-            kind: profile.scale.kind.clone(),
-        })
-        .map_err(|e| KubeError::Unsupported(e.to_string()))?,
-    );
+    if let Some(status) = &profile.status {
+        let resource = api_resource(&status.api_version, &status.kind)?;
+        let name = fill_vars(&status.name, 0);
+        observers.0.push(observe::watch_status(
+            Api::namespaced_with(client.clone(), namespace, &resource),
+            format!("{}/{name}", status.kind),
+            name,
+            status.members.clone(),
+            recorder.clone(),
+        ));
+    }
+    let scale_resource = api_resource(&profile.scale.api_version, &profile.scale.kind)?;
     let scale_api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &scale_resource);
     let scale_name = fill_vars(&profile.scale.name, 0);
@@ -234,51 +257,77 @@ async fn drive(
 
     let mut desired = 0;
     let mut abort = None;
-    for (index, step) in spec.scenario.steps.iter().enumerate() {
-        let settle = spec.suite.settle_for(step);
-        let target = match step.action {
+    for (index, (name, action, settle, inject)) in expand_steps(spec).into_iter().enumerate() {
+        let target = match action {
             StepAction::Bootstrap(n) | StepAction::Scale(n) => n,
             _ => desired,
         };
         recorder.record(EventKind::StepStarted {
             index: index as u32,
-            name: step.action.name(),
+            name: name.clone(),
             desired_replicas: target,
             deadline_ms: settle.as_millis() as u64,
         });
         let step_started = Instant::now();
-        let mut replaced: Option<(String, String)> = None;
-        let acted = match &step.action {
+        let step_seq = recorder.snapshot().events.len();
+        let mut replaced: Vec<(String, String)> = Vec::new();
+        let seed = spec.seed ^ index as u64;
+        let mut doomed = |ordinals: Vec<u32>, fault: FaultKind| {
+            let uids = views.lock().ok();
+            ordinals
+                .into_iter()
+                .map(|ordinal| {
+                    let slot = slots[ordinal as usize].name.clone();
+                    let uid = uids
+                        .as_ref()
+                        .and_then(|v| v.get(&slot).map(|p| p.uid.clone()))
+                        .unwrap_or_default();
+                    replaced.push((slot.clone(), uid));
+                    recorder.record(EventKind::FaultInjected {
+                        fault,
+                        slot: Some(slot.clone()),
+                    });
+                    slot
+                })
+                .collect::<Vec<String>>()
+        };
+        let acted = match action {
             StepAction::Bootstrap(n) => apply::apply_all(
                 client,
-                &fill_vars(&deployment, *n),
+                &fill_vars(&deployment, n),
                 &deployment_path.display().to_string(),
                 namespace,
             )
             .await
             .map(|_| ()),
             StepAction::Scale(n) => {
-                set_replicas(&scale_api, &scale_name, &profile.scale.path, *n).await
+                set_replicas(&scale_api, &scale_name, &profile.scale.path, n).await
             }
-            StepAction::DeletePod(selector) | StepAction::LoseVolume(selector) => {
-                let lose = matches!(step.action, StepAction::LoseVolume(_));
-                let ordinal = pick(selector, desired, spec.seed ^ index as u64);
-                let slot = &slots[ordinal as usize].name;
-                let old_uid = views
-                    .lock()
-                    .ok()
-                    .and_then(|v| v.get(slot).map(|p| p.uid.clone()))
-                    .unwrap_or_default();
-                replaced = Some((slot.clone(), old_uid));
-                recorder.record(EventKind::FaultInjected {
-                    fault: if lose {
-                        FaultKind::LoseVolume
-                    } else {
-                        FaultKind::DeletePod
-                    },
-                    slot: Some(slot.clone()),
-                });
-                delete_member(client, namespace, slot, lose, &has_data, &recorder).await
+            StepAction::DeletePod(sel)
+            | StepAction::Restart(sel)
+            | StepAction::Kill(sel)
+            | StepAction::LoseVolume(sel) => {
+                let (fault, how) = match action {
+                    StepAction::Restart(_) => (FaultKind::Stop, Removal::Graceful),
+                    StepAction::Kill(_) => (FaultKind::Kill, Removal::Immediate),
+                    StepAction::LoseVolume(_) => (FaultKind::LoseVolume, Removal::WithVolume),
+                    _ => (FaultKind::DeletePod, Removal::Graceful),
+                };
+                let ordinal = pick(&sel, &recorder.snapshot(), &slots, desired, seed);
+                let victims = doomed(vec![ordinal], fault);
+                delete_members(client, namespace, &victims, how, &has_data, &recorder).await
+            }
+            StepAction::FullRestart => {
+                let victims = doomed((0..desired).collect(), FaultKind::Stop);
+                delete_members(
+                    client,
+                    namespace,
+                    &victims,
+                    Removal::Graceful,
+                    &has_data,
+                    &recorder,
+                )
+                .await
             }
             other => Err(KubeError::Unsupported(format!(
                 "{} is not driven on Kubernetes yet",
@@ -286,22 +335,53 @@ async fn drive(
             ))),
         };
         if let Err(e) = acted {
-            abort = Some(format!("step {}: {e}", step.action.name()));
+            abort = Some(format!("step {name}: {e}"));
             break;
         }
         desired = target;
-        let settled = wait_settled(
-            &recorder,
-            &views,
-            &slots,
-            desired,
-            replaced.as_ref(),
-            step_started + settle,
-        )
-        .await;
+        let deadline = step_started + settle;
+        let mut pending = inject;
+        let settled = loop {
+            if let Some(fault) = pending
+                && injection_due(&fault, &recorder.snapshot(), step_seq, step_started)
+            {
+                pending = None;
+                let removal = match fault.fault {
+                    FaultKind::Kill => Removal::Immediate,
+                    FaultKind::LoseVolume => Removal::WithVolume,
+                    _ => Removal::Graceful,
+                };
+                let selector = fault.member.unwrap_or(MemberSelector::Random);
+                let ordinal = pick(&selector, &recorder.snapshot(), &slots, desired, seed);
+                let slot = slots[ordinal as usize].name.clone();
+                let uid = views
+                    .lock()
+                    .ok()
+                    .and_then(|v| v.get(&slot).map(|p| p.uid.clone()))
+                    .unwrap_or_default();
+                replaced.push((slot.clone(), uid));
+                recorder.record(EventKind::FaultInjected {
+                    fault: fault.fault,
+                    slot: Some(slot.clone()),
+                });
+                if let Err(e) =
+                    delete_member(client, namespace, &slot, removal, &has_data, &recorder).await
+                {
+                    abort = Some(format!("step {name}: injecting {:?}: {e}", fault.fault));
+                    break false;
+                }
+            }
+            if pending.is_none() && is_settled(&recorder, &views, &slots, desired, &replaced) {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        };
         recorder.record(EventKind::StepFinished {
             index: index as u32,
-            name: step.action.name(),
+            name,
             settled,
             elapsed_ms: step_started.elapsed().as_millis() as u64,
             detail: (!settled).then(|| format!("not {desired} started voters and ready pods")),
@@ -322,12 +402,98 @@ async fn drive(
     Ok((recorder.snapshot(), abort))
 }
 
-fn pick(selector: &MemberSelector, members: u32, seed: u64) -> u32 {
-    match selector {
-        MemberSelector::Ordinal(n) => (*n).min(members.saturating_sub(1)),
-        // Without an engine-side leader lookup the choice is by seed.
-        _ => (crate::util::splitmix64(seed) % u64::from(members.max(1))) as u32,
+fn api_resource(api_version: &str, kind: &str) -> Result<ApiResource, KubeError> {
+    let gvk = kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+    })
+    .map_err(|e| KubeError::Unsupported(e.to_string()))?;
+    Ok(ApiResource::from_gvk(&gvk))
+}
+
+/// Steps as run: a rolling restart becomes one restart per member, each
+/// settling before the next, as in the local runner.
+fn expand_steps(spec: &KubeRunSpec) -> Vec<(String, StepAction, Duration, Option<Inject>)> {
+    let mut steps = Vec::new();
+    let mut desired = 0;
+    for step in &spec.scenario.steps {
+        let settle = spec.suite.settle_for(step);
+        match step.action {
+            StepAction::RollingRestart => {
+                for ordinal in 0..desired {
+                    steps.push((
+                        format!("rolling-restart m{ordinal}"),
+                        StepAction::Restart(MemberSelector::Ordinal(ordinal)),
+                        settle,
+                        None,
+                    ));
+                }
+            }
+            action => {
+                if let StepAction::Bootstrap(n) | StepAction::Scale(n) = action {
+                    desired = n;
+                }
+                steps.push((action.name(), action, settle, step.inject));
+            }
+        }
     }
+    steps
+}
+
+/// The ordinal a selector names, from what the trace shows so far: the
+/// leader is the member the latest status reports name.
+fn pick(
+    selector: &MemberSelector,
+    trace: &crate::trace::Trace,
+    slots: &[SlotInfo],
+    members: u32,
+    seed: u64,
+) -> u32 {
+    let last = members.saturating_sub(1);
+    let random = |among: &[u32]| -> u32 {
+        if among.is_empty() {
+            return 0;
+        }
+        among[(crate::util::splitmix64(seed) % among.len() as u64) as usize]
+    };
+    let all: Vec<u32> = (0..members).collect();
+    let leader = leader_ordinal(trace, slots);
+    match selector {
+        MemberSelector::Ordinal(n) => (*n).min(last),
+        MemberSelector::Random => random(&all),
+        MemberSelector::Leader => leader.unwrap_or_else(|| random(&all)),
+        MemberSelector::Follower => {
+            let followers: Vec<u32> = all.into_iter().filter(|o| Some(*o) != leader).collect();
+            random(&followers)
+        }
+    }
+}
+
+fn leader_ordinal(trace: &crate::trace::Trace, slots: &[SlotInfo]) -> Option<u32> {
+    let leader = trace.events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::MemberStatus { leader, .. } if leader != "0" && !leader.is_empty() => {
+            Some(leader.clone())
+        }
+        _ => None,
+    })?;
+    let slot = trace.events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::LocalMember {
+            slot, member_id, ..
+        } if *member_id == leader => Some(slot.clone()),
+        _ => None,
+    })?;
+    slots.iter().find(|s| s.name == slot).map(|s| s.ordinal)
+}
+
+/// How a member pod is taken away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// The pod's grace period: the member stops cleanly.
+    Graceful,
+    /// Grace period 0: the container is killed.
+    Immediate,
+    /// Graceful, and its PVCs are deleted too.
+    WithVolume,
 }
 
 async fn set_replicas(
@@ -346,16 +512,31 @@ async fn set_replicas(
     Ok(())
 }
 
+async fn delete_members(
+    client: &Client,
+    namespace: &str,
+    victims: &[String],
+    how: Removal,
+    has_data: &DataState,
+    recorder: &Recorder,
+) -> Result<(), KubeError> {
+    for pod in victims {
+        delete_member(client, namespace, pod, how, has_data, recorder).await?;
+    }
+    Ok(())
+}
+
 async fn delete_member(
     client: &Client,
     namespace: &str,
     pod: &str,
-    lose_volume: bool,
+    how: Removal,
     has_data: &DataState,
     recorder: &Recorder,
 ) -> Result<(), KubeError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let lose_volume = how == Removal::WithVolume;
     let mut doomed = Vec::new();
     if lose_volume {
         let Ok(current) = pods.get(pod).await else {
@@ -371,7 +552,11 @@ async fn delete_member(
             }
         }
     }
-    ignore_gone(pods.delete(pod, &DeleteParams::default()).await)?;
+    let params = match how {
+        Removal::Immediate => DeleteParams::default().grace_period(0),
+        _ => DeleteParams::default(),
+    };
+    ignore_gone(pods.delete(pod, &params).await)?;
     if lose_volume {
         // The claim goes once its pod is gone; the controller then creates
         // a new claim under the same name, so the old one is told by UID.
@@ -410,41 +595,45 @@ fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<(), KubeError> {
     }
 }
 
-/// Settled: the first `desired` pods run ready, no other member pod runs,
-/// and the latest member list shows exactly their peer URLs, all started
-/// voters.
-async fn wait_settled(
-    recorder: &Recorder,
-    views: &PodViews,
-    slots: &[SlotInfo],
-    desired: u32,
-    replaced: Option<&(String, String)>,
-    deadline: Instant,
+/// Whether a mid-step fault's trigger has happened: a member added since
+/// the step started (seen in any member's log), or its delay passed.
+fn injection_due(
+    inject: &Inject,
+    trace: &crate::trace::Trace,
+    step_seq: usize,
+    step_started: Instant,
 ) -> bool {
-    loop {
-        if is_settled(recorder, views, slots, desired, replaced) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(SETTLE_POLL).await;
+    match inject.after {
+        Trigger::After(delay) => step_started.elapsed() >= delay,
+        Trigger::AfterMemberAdd => trace.events.iter().skip(step_seq).any(|e| {
+            matches!(
+                &e.kind,
+                EventKind::MembershipApplied {
+                    op: MembershipOp::Add | MembershipOp::AddLearner,
+                    ..
+                }
+            )
+        }),
     }
 }
 
+/// Settled: the first `desired` pods run ready, no other member pod runs,
+/// and the latest member list shows exactly their peer URLs, all started
+/// voters.
 fn is_settled(
     recorder: &Recorder,
     views: &PodViews,
     slots: &[SlotInfo],
     desired: u32,
-    replaced: Option<&(String, String)>,
+    replaced: &[(String, String)],
 ) -> bool {
     let Ok(views) = views.lock() else {
         return false;
     };
     // A deleted pod counts only once its successor runs.
-    if let Some((slot, old_uid)) = replaced
-        && views.get(slot).is_none_or(|v| &v.uid == old_uid)
+    if replaced
+        .iter()
+        .any(|(slot, old_uid)| views.get(slot).is_none_or(|v| &v.uid == old_uid))
     {
         return false;
     }

@@ -337,6 +337,10 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             write!(out, " keys={}", values.len())?;
             outcome(out, *ok, error.as_deref())
         }
+        EventKind::OperatorStatus { object, members } => match members {
+            Some(n) => write!(out, " {object} members={n}"),
+            None => write!(out, " {object} members=?"),
+        },
         EventKind::RunFinished { error } => match error {
             Some(error) => write!(out, " error={}", text(error)),
             None => write!(out, " ok"),

@@ -272,6 +272,14 @@ pub enum EventKind {
         error: Option<String>,
         values: BTreeMap<String, String>,
     },
+    /// What the operator (or controller) reports about the cluster it
+    /// manages: the member count at the profile's status path.
+    OperatorStatus {
+        /// `Kind/name` of the reporting object.
+        object: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<u64>,
+    },
     RunFinished {
         /// `error` when the harness or the deployer broke the run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +312,7 @@ impl EventKind {
             EventKind::WriteProbe { .. } => "write-probe",
             EventKind::ClientWrite { .. } => "client-write",
             EventKind::FinalRead { .. } => "final-read",
+            EventKind::OperatorStatus { .. } => "operator-status",
             EventKind::RunFinished { .. } => "run-finished",
         }
     }
