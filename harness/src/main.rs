@@ -199,6 +199,9 @@ fn main() -> ExitCode {
         tokio::select! {
             r = dispatch(cli) => r,
             _ = tokio::signal::ctrl_c() => {
+                for namespace in raftcert::kube::run::delete_live_namespaces().await {
+                    eprintln!("deleted namespace {namespace}");
+                }
                 raftcert::backend::cleanup::cleanup_everything();
                 eprintln!("interrupted: every member process stopped, temporary data removed");
                 Ok(ExitCode::from(130))

@@ -1,10 +1,11 @@
 //! The kind cluster of this machine (`ci/kind/`): created from the locally
-//! built node image, smoke-tested, deleted. Building that image takes about
+//! built node image, smoke-tested, used by the Kubernetes backend's static
+//! profile, deleted. Building that image takes about
 //! 19 minutes on 2 cores, so the test runs only when it is already built,
 //! or when `RAFTCERT_KIND=build` asks for the build; otherwise it says so
 //! loudly, with the commands to run.
 
-use raftcert_suites::{ensure_docker, repo_root};
+use raftcert_suites::{ensure_docker, repo_root, static_statefulset_profile_checks};
 use std::path::Path;
 use std::process::Command;
 
@@ -114,4 +115,7 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
         run_script("smoke-test", &[&cluster.name], &cluster.kubeconfig),
         "ci/kind/smoke-test failed"
     );
+    // The smoke test loaded raftcert/etcd-smoke:3.6.5, which the Kubernetes
+    // backend's static profile runs.
+    static_statefulset_profile_checks(&cluster.kubeconfig).await;
 }

@@ -9,7 +9,8 @@ pub const INVARIANT: Invariant = Invariant {
     title: "Operator status",
     description: "At the end of every step the member count the operator last reported \
                   (the profile's status path) equals the number of started members in the \
-                  member list; traces without operator status pass.",
+                  member list; a settled step waits up to 10 s for the status to catch up \
+                  before it ends. Traces without operator status pass.",
     check,
 };
 

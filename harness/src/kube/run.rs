@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 const SETTLE_POLL: Duration = Duration::from_millis(500);
 const MEMBER_POLL: Duration = Duration::from_millis(500);
 const CLAIM_GONE: Duration = Duration::from_secs(120);
+/// How long a settled step waits for the operator's status to catch up.
+pub const STATUS_GRACE: Duration = Duration::from_secs(10);
 
 /// Which steps the Kubernetes backend can drive for this profile; the
 /// reason when it cannot.
@@ -96,6 +98,29 @@ impl KubeRunSpec {
     }
 }
 
+/// Namespaces of runs in progress, for an interrupted process to delete.
+static LIVE_NAMESPACES: Mutex<Vec<(Client, String)>> = Mutex::new(Vec::new());
+
+/// Deletes the namespace of every run in progress (Ctrl-C).
+pub async fn delete_live_namespaces() -> Vec<String> {
+    let live: Vec<(Client, String)> = LIVE_NAMESPACES
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    let mut deleted = Vec::new();
+    for (client, namespace) in live {
+        let namespaces: Api<Namespace> = Api::all(client);
+        if namespaces
+            .delete(&namespace, &DeleteParams::default())
+            .await
+            .is_ok()
+        {
+            deleted.push(namespace);
+        }
+    }
+    deleted
+}
+
 /// Runs one scenario and judges its trace; the namespace is deleted even
 /// when the run fails.
 pub async fn run_scenario(client: &Client, spec: KubeRunSpec) -> RunResult {
@@ -105,11 +130,17 @@ pub async fn run_scenario(client: &Client, spec: KubeRunSpec) -> RunResult {
         "raftcert-{}",
         spec.run_id.to_ascii_lowercase().replace('_', "-")
     );
+    if let Ok(mut live) = LIVE_NAMESPACES.lock() {
+        live.push((client.clone(), namespace.clone()));
+    }
     let outcome = drive(client, &spec, &namespace).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces
         .delete(&namespace, &DeleteParams::default())
         .await;
+    if let Ok(mut live) = LIVE_NAMESPACES.lock() {
+        live.retain(|(_, ns)| *ns != namespace);
+    }
     match outcome {
         Ok((trace, abort)) => {
             result.verdicts = check_all(&trace);
@@ -209,6 +240,13 @@ async fn drive(
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut ns = Namespace::default();
     ns.metadata.name = Some(namespace.to_string());
+    ns.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/managed-by".to_string(),
+            "raftcert".to_string(),
+        )]
+        .into(),
+    );
     namespaces.create(&PostParams::default(), &ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let views: PodViews = Arc::new(Mutex::new(BTreeMap::new()));
@@ -379,6 +417,14 @@ async fn drive(
             }
             tokio::time::sleep(SETTLE_POLL).await;
         };
+        if settled && profile.status.is_some() {
+            // Controllers publish status after the fact: it gets a grace to
+            // catch up before the step ends and I9 compares.
+            let until = Instant::now() + STATUS_GRACE;
+            while !status_agrees(&recorder.snapshot()) && Instant::now() < until {
+                tokio::time::sleep(SETTLE_POLL).await;
+            }
+        }
         recorder.record(EventKind::StepFinished {
             index: index as u32,
             name,
@@ -593,6 +639,22 @@ fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<(), KubeError> {
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the latest reported member count equals the started members of
+/// the latest member list.
+fn status_agrees(trace: &crate::trace::Trace) -> bool {
+    let reported = trace.events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::OperatorStatus { members, .. } => Some(*members),
+        _ => None,
+    });
+    let started = trace.events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::MemberList { members, .. } => {
+            Some(members.iter().filter(|m| m.is_started()).count() as u64)
+        }
+        _ => None,
+    });
+    matches!((reported, started), (Some(Some(r)), Some(s)) if r == s)
 }
 
 /// Whether a mid-step fault's trigger has happened: a member added since
