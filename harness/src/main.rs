@@ -371,10 +371,15 @@ async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
         backend_name = "kube".to_string();
         kubernetes = Some(server.clone());
         let mut artifacts = Vec::new();
-        for manifest in profile.install.iter().chain([&profile.deployment]) {
+        for (manifest, path) in profile
+            .install
+            .iter()
+            .chain([&profile.deployment])
+            .zip(profile.manifest_paths())
+        {
             artifacts.push(bundle::Artifact {
                 name: manifest.clone(),
-                digest: bundle::digest_of_file(&profile.dir.join(manifest))?,
+                digest: bundle::digest_of_file(&path)?,
             });
         }
         for image in &profile.images {
@@ -689,6 +694,16 @@ async fn run_suite_kube(
     let server = kube::server_version(&client)
         .await
         .map_err(|e| bad(format!("the cluster does not answer: {e}")))?;
+    if !profile.install.is_empty() {
+        let applied = kube_run::install(&client, &profile)
+            .await
+            .map_err(|e| anyhow!("installing profile {}: {e}", profile.name))?;
+        eprintln!(
+            "installed {} object(s) of profile {}",
+            applied.len(),
+            profile.name
+        );
+    }
     let mut skipped = Vec::new();
     let mut scenarios = Vec::new();
     for scenario in suite

@@ -220,3 +220,23 @@ fn certify_without_a_subject_is_bad_input() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("--deployer"), "{lines:?}");
 }
+
+#[test]
+fn the_committed_kubernetes_findings_bundle_rechecks_offline() {
+    let bundle = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/findings/statefulset-static-kind-v1.34.4.tar.gz");
+    let check = raftcert(&["check", bundle.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    // Four scenarios fail on a static StatefulSet (docs/findings.md): exit 1,
+    // with the seal intact and every recorded verdict reproduced.
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("seal: 56 of 56 sealed files intact"),
+        "{text}"
+    );
+    assert!(
+        text.contains("11 runs re-checked: 4 not passing, 0 differing"),
+        "{text}"
+    );
+    assert!(text.contains("I3,I7,I8,I9"), "{text}");
+}

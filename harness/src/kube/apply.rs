@@ -42,7 +42,12 @@ pub async fn apply_all(
                     ),
                 })?;
         let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+            // An object that names its namespace keeps it (operator installs).
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                object.metadata.namespace.as_deref().unwrap_or(namespace),
+                &resource,
+            ),
             Scope::Cluster => Api::all_with(client.clone(), &resource),
         };
         let name = object.name_any();

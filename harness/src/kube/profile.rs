@@ -58,6 +58,15 @@ pub struct MemberPods {
     pub client_url: String,
 }
 
+/// The operator's own pods.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorPods {
+    pub namespace: String,
+    /// Label selector, e.g. `name=etcd-operator`.
+    pub selector: String,
+}
+
 /// Where the operator reports the cluster's member count (for I9).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +88,8 @@ pub enum KubeFault {
     DeletePod,
     /// Delete the member's pod with grace period 0.
     KillPod,
+    /// Delete the operator's pod with grace period 0 (needs `operator`).
+    CrashOperator,
     /// Delete the member's pod and its PVC.
     LoseVolume,
 }
@@ -95,9 +106,14 @@ pub struct Profile {
     /// Images the cluster's nodes must hold (loaded into kind, or pulled).
     #[serde(default)]
     pub images: Vec<String>,
-    /// Cluster-wide manifests applied once (the operator, its CRDs).
+    /// Manifests applied once before the scenarios (the operator, its CRDs);
+    /// relative to the profile, or under `${RAFTCERT_KIND_CACHE}` for what
+    /// `ci/kind/` builds.
     #[serde(default)]
     pub install: Vec<String>,
+    /// Where the operator runs, to wait for it and to crash it mid-step.
+    #[serde(default)]
+    pub operator: Option<OperatorPods>,
     /// The deployment under test, applied in the run's namespace; a
     /// template of `${NAME}`, `${NAMESPACE}` and `${REPLICAS}`.
     pub deployment: String,
@@ -155,14 +171,23 @@ impl Profile {
                 self.engine
             )));
         }
-        for manifest in self.install.iter().chain([&self.deployment]) {
-            let path = self.dir.join(manifest);
+        for path in self.manifest_paths() {
             if !path.is_file() {
+                let hint = if path.starts_with(kind_cache()) {
+                    " (built by a script of ci/kind/, see the profile)"
+                } else {
+                    ""
+                };
                 return Err(invalid(format!(
-                    "manifest {} does not exist",
+                    "manifest {} does not exist{hint}",
                     path.display()
                 )));
             }
+        }
+        if self.faults.contains(&KubeFault::CrashOperator) && self.operator.is_none() {
+            return Err(invalid(
+                "fault crash-operator needs an operator section".into(),
+            ));
         }
         if !self.scale.path.starts_with('/') {
             return Err(invalid(format!(
@@ -184,6 +209,17 @@ impl Profile {
         Ok(())
     }
 
+    /// The install manifests, then the deployment template.
+    pub fn manifest_paths(&self) -> Vec<PathBuf> {
+        let cache = kind_cache();
+        let cache = cache.to_string_lossy();
+        self.install
+            .iter()
+            .chain([&self.deployment])
+            .map(|m| self.dir.join(fill(m, &[("RAFTCERT_KIND_CACHE", &cache)])))
+            .collect()
+    }
+
     pub fn engine_ref(&self) -> Result<EngineRef, crate::engine::EngineRefError> {
         self.engine.parse()
     }
@@ -194,6 +230,13 @@ impl Profile {
             &[("NAME", name), ("ORDINAL", &ordinal.to_string())],
         )
     }
+}
+
+/// Where `ci/kind/` keeps what it builds.
+pub fn kind_cache() -> PathBuf {
+    std::env::var_os("RAFTCERT_KIND_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/raftcert-kind"))
 }
 
 /// Replaces `${KEY}` by its value; unknown keys stay as they are.

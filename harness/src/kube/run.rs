@@ -36,6 +36,7 @@ pub fn unsupported_step(profile: &Profile, scenario: &Scenario) -> Option<String
                 FaultKind::DeletePod => KubeFault::DeletePod,
                 FaultKind::Kill => KubeFault::KillPod,
                 FaultKind::LoseVolume => KubeFault::LoseVolume,
+                FaultKind::CrashDeployer => KubeFault::CrashOperator,
                 other => {
                     return Some(format!(
                         "injecting {other:?} mid-step is not driven on Kubernetes yet"
@@ -54,6 +55,7 @@ pub fn unsupported_step(profile: &Profile, scenario: &Scenario) -> Option<String
             | StepAction::FullRestart => KubeFault::DeletePod,
             StepAction::Kill(_) => KubeFault::KillPod,
             StepAction::LoseVolume(_) => KubeFault::LoseVolume,
+            StepAction::CrashDeployer => KubeFault::CrashOperator,
             other => return Some(format!("{} is not driven on Kubernetes yet", other.name())),
         };
         (!profile.faults.contains(&fault))
@@ -96,6 +98,81 @@ impl KubeRunSpec {
             logs: format!("{}/logs", self.rel_dir),
         }
     }
+}
+
+/// How long the operator may take to be ready after its install.
+const OPERATOR_READY: Duration = Duration::from_secs(180);
+
+/// Applies the profile's install manifests and waits for the operator's
+/// pods to be ready; returns what was applied.
+pub async fn install(client: &Client, profile: &Profile) -> Result<Vec<String>, KubeError> {
+    let home = profile
+        .operator
+        .as_ref()
+        .map_or("default".to_string(), |o| o.namespace.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(&home).await?.is_none() {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(home.clone());
+        namespaces.create(&PostParams::default(), &ns).await?;
+    }
+    let mut applied = Vec::new();
+    let install_count = profile.install.len();
+    for path in profile.manifest_paths().into_iter().take(install_count) {
+        let text = std::fs::read_to_string(&path).map_err(|source| KubeError::Io {
+            what: path.display().to_string(),
+            source,
+        })?;
+        applied.extend(apply::apply_all(client, &text, &path.display().to_string(), &home).await?);
+    }
+    if let Some(operator) = &profile.operator {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &operator.namespace);
+        let params = kube::api::ListParams::default().labels(&operator.selector);
+        let deadline = Instant::now() + OPERATOR_READY;
+        loop {
+            let ready = pods.list(&params).await?.items.iter().any(pod_is_ready);
+            if ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(KubeError::Timeout(
+                    OPERATOR_READY,
+                    format!(
+                        "no ready operator pod {} in namespace {}",
+                        operator.selector, operator.namespace
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    Ok(applied)
+}
+
+fn pod_is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Kills the operator's pods (grace 0); their controller starts new ones.
+async fn crash_operator(client: &Client, profile: &Profile) -> Result<(), KubeError> {
+    let Some(operator) = &profile.operator else {
+        return Err(KubeError::Unsupported(format!(
+            "profile {} names no operator pods",
+            profile.name
+        )));
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &operator.namespace);
+    let params = kube::api::ListParams::default().labels(&operator.selector);
+    for pod in pods.list(&params).await?.items {
+        ignore_gone(
+            pods.delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                .await,
+        )?;
+    }
+    Ok(())
 }
 
 /// Namespaces of runs in progress, for an interrupted process to delete.
@@ -355,6 +432,13 @@ async fn drive(
                 let victims = doomed(vec![ordinal], fault);
                 delete_members(client, namespace, &victims, how, &has_data, &recorder).await
             }
+            StepAction::CrashDeployer => {
+                recorder.record(EventKind::FaultInjected {
+                    fault: FaultKind::CrashDeployer,
+                    slot: None,
+                });
+                crash_operator(client, profile).await
+            }
             StepAction::FullRestart => {
                 let victims = doomed((0..desired).collect(), FaultKind::Stop);
                 delete_members(
@@ -380,6 +464,20 @@ async fn drive(
         let deadline = step_started + settle;
         let mut pending = inject;
         let settled = loop {
+            if let Some(fault) = pending
+                && fault.fault == FaultKind::CrashDeployer
+                && injection_due(&fault, &recorder.snapshot(), step_seq, step_started)
+            {
+                pending = None;
+                recorder.record(EventKind::FaultInjected {
+                    fault: FaultKind::CrashDeployer,
+                    slot: None,
+                });
+                if let Err(e) = crash_operator(client, profile).await {
+                    abort = Some(format!("step {name}: crashing the operator: {e}"));
+                    break false;
+                }
+            }
             if let Some(fault) = pending
                 && injection_due(&fault, &recorder.snapshot(), step_seq, step_started)
             {
