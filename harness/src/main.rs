@@ -478,16 +478,7 @@ async fn run_suite(
     if args.profile.is_some() || args.kubeconfig.is_some() {
         return Err(bad("--profile and --kubeconfig need --backend kube"));
     }
-    let suite_text = match &args.suite {
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?
-        }
-        None => raftcert::scenario::model::BUILTIN_SUITE.to_string(),
-    };
-    let suite = Arc::new(match &args.suite {
-        Some(path) => Suite::load(path).map_err(|e| bad(e.to_string()))?,
-        None => Suite::builtin().map_err(|e| bad(e.to_string()))?,
-    });
+    let (suite, suite_text) = load_suite(args)?;
     let deployer_timeout = deployer_timeout(&args.deployer_timeout)?;
     let mut strategies: Vec<StrategyChoice> =
         if args.strategies.is_empty() && !args.deployers.is_empty() {
@@ -651,6 +642,23 @@ async fn run_suite(
     })
 }
 
+/// The suite a run asks for, and its text (for the certificate's digest).
+fn load_suite(args: &RunArgs) -> anyhow::Result<(Arc<Suite>, String)> {
+    Ok(match &args.suite {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            let suite =
+                Suite::parse(&text, &path.display().to_string()).map_err(|e| bad(e.to_string()))?;
+            (Arc::new(suite), text)
+        }
+        None => (
+            Arc::new(Suite::builtin().map_err(|e| bad(e.to_string()))?),
+            raftcert::scenario::model::BUILTIN_SUITE.to_string(),
+        ),
+    })
+}
+
 /// `--backend kube`: every runnable scenario of the suite against the
 /// profile's deployment, one namespace per run, one run at a time.
 async fn run_suite_kube(
@@ -670,16 +678,7 @@ async fn run_suite_kube(
         ));
     }
     let profile = Arc::new(Profile::load(profile_path).map_err(|e| bad(e.to_string()))?);
-    let suite_text = match &args.suite {
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?
-        }
-        None => raftcert::scenario::model::BUILTIN_SUITE.to_string(),
-    };
-    let suite = Arc::new(match &args.suite {
-        Some(path) => Suite::load(path).map_err(|e| bad(e.to_string()))?,
-        None => Suite::builtin().map_err(|e| bad(e.to_string()))?,
-    });
+    let (suite, suite_text) = load_suite(args)?;
     for wanted in &args.scenarios {
         if !suite.scenarios.iter().any(|s| &s.name == wanted) {
             return Err(bad(format!(

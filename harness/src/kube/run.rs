@@ -5,7 +5,6 @@
 use super::observe::{self, DataState, PodViews};
 use super::profile::{KubeFault, Profile, fill};
 use super::{KubeError, apply};
-use crate::invariants::{Verdict, check_all};
 use crate::report::{RunResult, RunStatus};
 use crate::scenario::model::{Inject, MemberSelector, Scenario, StepAction, Suite, Trigger};
 use crate::trace::{
@@ -219,17 +218,7 @@ pub async fn run_scenario(client: &Client, spec: KubeRunSpec) -> RunResult {
         live.retain(|(_, ns)| *ns != namespace);
     }
     match outcome {
-        Ok((trace, abort)) => {
-            result.verdicts = check_all(&trace);
-            result.status = if abort.is_some() {
-                RunStatus::Error
-            } else if result.verdicts.iter().all(Verdict::passed) {
-                RunStatus::Pass
-            } else {
-                RunStatus::Fail
-            };
-            result.error = abort;
-        }
+        Ok((trace, abort)) => result.judge(&trace, abort),
         Err(e) => result.error = Some(e.to_string()),
     }
     result.duration_ms = started.elapsed().as_millis() as u64;

@@ -164,6 +164,20 @@ impl Totals {
 }
 
 impl RunResult {
+    /// Judges a finished run: the invariants over its trace, and `error`
+    /// when the run was aborted whatever they say.
+    pub fn judge(&mut self, trace: &crate::trace::Trace, abort: Option<String>) {
+        self.verdicts = crate::invariants::check_all(trace);
+        self.status = if abort.is_some() {
+            RunStatus::Error
+        } else if self.verdicts.iter().all(Verdict::passed) {
+            RunStatus::Pass
+        } else {
+            RunStatus::Fail
+        };
+        self.error = abort;
+    }
+
     /// `etcd-3.5.17` or `etcd-3.5.17+tls`.
     pub fn engine_label(&self) -> String {
         let tls = if self.tls { "+tls" } else { "" };

@@ -16,7 +16,6 @@ use crate::deployer::{
 use crate::engine::etcd::{ClientConfig, MemberClient, SlotEndpoints, Status, base_args};
 use crate::engine::provision::EngineInstall;
 use crate::engine::tls::TlsMaterial;
-use crate::invariants::{Verdict, check_all};
 use crate::report::{RunResult, RunStatus};
 use crate::trace::{EventKind, FaultKind, MemberInfo, MembershipOp, Recorder, SlotInfo};
 use std::collections::BTreeMap;
@@ -1021,16 +1020,8 @@ pub async fn run_scenario(spec: RunSpec, progress: Option<Progress>) -> RunResul
     let mut result = spec.errored(None);
     match drive(&spec, progress).await {
         Ok((trace, ready, abort)) => {
-            result.verdicts = check_all(&trace);
+            result.judge(&trace, abort);
             result.ready_ms = ready.map(|d| d.as_millis() as u64);
-            result.status = if abort.is_some() {
-                RunStatus::Error
-            } else if result.verdicts.iter().all(Verdict::passed) {
-                RunStatus::Pass
-            } else {
-                RunStatus::Fail
-            };
-            result.error = abort;
         }
         Err(e) => {
             result.error = Some(e.to_string());
