@@ -56,6 +56,11 @@ enum Command {
         /// Also remove the engine images raftcert built (rebuilt on demand).
         #[arg(long)]
         images: bool,
+        /// Instead, delete the namespaces Kubernetes runs left behind
+        /// (labelled app.kubernetes.io/managed-by=raftcert) on the cluster of
+        /// this kubeconfig.
+        #[arg(long, value_name = "KUBECONFIG", conflicts_with_all = ["run", "images"])]
+        kube: Option<PathBuf>,
     },
     /// List engines, and provision the ones named.
     Engines {
@@ -237,7 +242,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Gallery(args)) => gallery(args).await,
         Some(Command::List) => list(),
         Some(Command::Engines { provision }) => engines(provision).await,
-        Some(Command::Gc { run, images }) => gc(run, images).await,
+        Some(Command::Gc {
+            kube: Some(kubeconfig),
+            ..
+        }) => gc_kube(&kubeconfig).await,
+        Some(Command::Gc { run, images, .. }) => gc(run, images).await,
     }
 }
 
@@ -1320,6 +1329,22 @@ async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn gc_kube(kubeconfig: &Path) -> anyhow::Result<ExitCode> {
+    let client = raftcert::kube::connect(Some(kubeconfig))
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    let deleted = raftcert::kube::run::delete_leftover_namespaces(&client)
+        .await
+        .context("deleting leftover namespaces")?;
+    if deleted.is_empty() {
+        println!("nothing to remove");
+    }
+    for namespace in deleted {
+        println!("deleted namespace {namespace}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn gc(run: Option<String>, images: bool) -> anyhow::Result<ExitCode> {

@@ -177,6 +177,23 @@ async fn crash_operator(client: &Client, profile: &Profile) -> Result<(), KubeEr
 /// Namespaces of runs in progress, for an interrupted process to delete.
 static LIVE_NAMESPACES: Mutex<Vec<(Client, String)>> = Mutex::new(Vec::new());
 
+/// The label on every namespace a run creates.
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "raftcert");
+
+/// Deletes every namespace a run left behind (a SIGKILLed raftcert).
+pub async fn delete_leftover_namespaces(client: &Client) -> Result<Vec<String>, KubeError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let params =
+        kube::api::ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    let mut deleted = Vec::new();
+    for namespace in namespaces.list(&params).await?.items {
+        let name = namespace.name_any();
+        ignore_gone(namespaces.delete(&name, &DeleteParams::default()).await)?;
+        deleted.push(name);
+    }
+    Ok(deleted)
+}
+
 /// Deletes the namespace of every run in progress (Ctrl-C).
 pub async fn delete_live_namespaces() -> Vec<String> {
     let live: Vec<(Client, String)> = LIVE_NAMESPACES
