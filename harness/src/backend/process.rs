@@ -7,10 +7,12 @@ use crate::engine::etcd::{LogFact, parse_log_line};
 use crate::trace::{EventKind, FaultKind, Recorder, SlotInfo};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
@@ -25,6 +27,26 @@ const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AddressPlan {
     pub prefix: String,
+    /// Held until the run ends: no other run of this process gets the prefix.
+    _lease: Arc<PrefixLease>,
+}
+
+/// Prefixes handed to runs of this process and not yet released. The port
+/// probe alone let two concurrent runs pick the same prefix before either
+/// bound it (seen once in CI: the discovery service's `Address already in
+/// use`).
+static LEASED_PREFIXES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+#[derive(Debug)]
+struct PrefixLease(String);
+
+impl Drop for PrefixLease {
+    fn drop(&mut self) {
+        LEASED_PREFIXES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.0);
+    }
 }
 
 impl AddressPlan {
@@ -35,29 +57,34 @@ impl AddressPlan {
         format!("{}.1", self.prefix)
     }
 
-    /// Picks a random `127.a.b.0/24` whose ports are free; the probe makes a
-    /// collision with a concurrent run unlikely, not impossible.
+    /// Picks a random `127.a.b.0/24` that no run of this process holds and
+    /// whose ports are free (the probe keeps off other processes' runs).
     pub fn allocate(members: u32, seed: u64) -> Result<Self, BackendError> {
+        let mut leased = LEASED_PREFIXES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut x = seed;
         for _ in 0..64 {
             x = crate::util::splitmix64(x);
             let a = 20 + (x % 230) as u8;
             let b = 1 + ((x >> 8) % 254) as u8;
-            let plan = AddressPlan {
-                prefix: format!("127.{a}.{b}"),
-            };
-            let mut addrs = vec![format!(
-                "{}:{}",
-                plan.service_ip(),
-                crate::deployer::SERVICE_PORT
-            )];
+            let prefix = format!("127.{a}.{b}");
+            if leased.contains(&prefix) {
+                continue;
+            }
+            let mut addrs = vec![format!("{prefix}.1:{}", crate::deployer::SERVICE_PORT)];
             for ord in 0..members {
-                let ip = plan.member_ip(ord);
+                let ip = format!("{prefix}.{}", 10 + ord);
                 addrs.push(format!("{ip}:{PEER_PORT}"));
                 addrs.push(format!("{ip}:{CLIENT_PORT}"));
             }
             if addrs.iter().all(|a| TcpListener::bind(a.as_str()).is_ok()) {
-                return Ok(plan);
+                leased.insert(prefix.clone());
+                // The lease is made only now: its drop takes the lock.
+                return Ok(AddressPlan {
+                    prefix: prefix.clone(),
+                    _lease: Arc::new(PrefixLease(prefix)),
+                });
             }
         }
         Err(BackendError::NoAddresses(members))
@@ -75,6 +102,8 @@ pub struct ProcessBackend {
     recorder: Recorder,
     logs_dir: PathBuf,
     slots: Vec<Slot>,
+    /// The run's loopback addresses, leased until the backend is dropped.
+    addresses: Option<AddressPlan>,
 }
 
 fn dir_has_data(dir: &Path) -> bool {
@@ -126,7 +155,13 @@ impl ProcessBackend {
             recorder,
             logs_dir: logs_dir.to_path_buf(),
             slots,
+            addresses: None,
         })
+    }
+
+    /// Keeps the run's address lease for as long as the backend lives.
+    pub fn hold_addresses(&mut self, plan: AddressPlan) {
+        self.addresses = Some(plan);
     }
 
     fn index(&self, name: &str) -> Result<usize, BackendError> {
@@ -508,5 +543,24 @@ impl Drop for ProcessBackend {
         if !groups.is_empty() {
             cleanup::kill_groups_and_wait(&groups);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AddressPlan;
+
+    #[test]
+    fn concurrent_runs_never_share_a_prefix_and_a_finished_run_frees_it() {
+        // The same seed walks the same candidates: the second run must skip
+        // the prefix the first one holds.
+        let seed = 0x5eed_0001;
+        let first = AddressPlan::allocate(3, seed).expect("first");
+        let second = AddressPlan::allocate(3, seed).expect("second");
+        assert_ne!(first.prefix, second.prefix);
+        let freed = first.prefix.clone();
+        drop(first);
+        let third = AddressPlan::allocate(3, seed).expect("third");
+        assert_eq!(third.prefix, freed);
     }
 }

@@ -1066,7 +1066,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
                     })
                     .collect(),
             )?;
-            let backend = ProcessBackend::new(
+            let mut backend = ProcessBackend::new(
                 recorder.clone(),
                 slot_infos.clone(),
                 &scratch.path().join("data"),
@@ -1074,10 +1074,12 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Run
             )
             .map_err(|e| harness("backend", &e))?;
             let binary = spec.engine.server.display().to_string();
+            let service_ip = plan.service_ip();
+            backend.hold_addresses(plan);
             (
                 AnyBackend::Process(backend),
                 slot_infos,
-                plan.service_ip(),
+                service_ip,
                 binary,
                 tls,
             )
