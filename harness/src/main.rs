@@ -553,14 +553,7 @@ async fn run_suite(
         .filter(|s| args.scenarios.is_empty() || args.scenarios.contains(&s.name))
         .cloned()
         .collect();
-    for wanted in &args.scenarios {
-        if !suite.scenarios.iter().any(|s| &s.name == wanted) {
-            return Err(bad(format!(
-                "unknown scenario {wanted:?} in suite {}",
-                suite.suite
-            )));
-        }
-    }
+    check_scenario_names(&suite, &args.scenarios)?;
     let runnable = |s: &raftcert::scenario::model::Scenario| {
         !s.needs_partitions() || matches!(backend, BackendChoice::Docker { .. })
     };
@@ -651,6 +644,20 @@ async fn run_suite(
     })
 }
 
+/// Every scenario named on the command line must exist in the suite.
+fn check_scenario_names(suite: &Suite, wanted: &[String]) -> anyhow::Result<()> {
+    match wanted
+        .iter()
+        .find(|w| !suite.scenarios.iter().any(|s| &s.name == *w))
+    {
+        Some(unknown) => Err(bad(format!(
+            "unknown scenario {unknown:?} in suite {}",
+            suite.suite
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The suite a run asks for, and its text (for the certificate's digest).
 fn load_suite(args: &RunArgs) -> anyhow::Result<(Arc<Suite>, String)> {
     Ok(match &args.suite {
@@ -688,14 +695,7 @@ async fn run_suite_kube(
     }
     let profile = Arc::new(Profile::load(profile_path).map_err(|e| bad(e.to_string()))?);
     let (suite, suite_text) = load_suite(args)?;
-    for wanted in &args.scenarios {
-        if !suite.scenarios.iter().any(|s| &s.name == wanted) {
-            return Err(bad(format!(
-                "unknown scenario {wanted:?} in suite {}",
-                suite.suite
-            )));
-        }
-    }
+    check_scenario_names(&suite, &args.scenarios)?;
     let client = kube::connect(args.kubeconfig.as_deref())
         .await
         .map_err(|e| bad(e.to_string()))?;

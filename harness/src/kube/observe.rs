@@ -19,7 +19,6 @@ use tokio::task::JoinHandle;
 pub struct PodView {
     pub running: bool,
     pub ready: bool,
-    pub restarts: i32,
     /// The container's current start time: a change is a new start.
     started_at: Option<String>,
     finished_at: Option<String>,
@@ -189,7 +188,6 @@ fn observe_pod(pod: &Pod, container: &str, views: &PodViews, has_data: &DataStat
         view.started_at = running_since.clone();
     }
     view.running = running_since.is_some();
-    view.restarts = container_status.restart_count;
     view.ready = container_status.ready;
     seen
 }

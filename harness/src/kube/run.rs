@@ -471,44 +471,37 @@ async fn drive(
         let mut pending = inject;
         let settled = loop {
             if let Some(fault) = pending
-                && fault.fault == FaultKind::CrashDeployer
                 && injection_due(&fault, &recorder.snapshot(), step_seq, step_started)
             {
                 pending = None;
-                recorder.record(EventKind::FaultInjected {
-                    fault: FaultKind::CrashDeployer,
-                    slot: None,
-                });
-                if let Err(e) = crash_operator(client, profile).await {
-                    abort = Some(format!("step {name}: crashing the operator: {e}"));
-                    break false;
-                }
-            }
-            if let Some(fault) = pending
-                && injection_due(&fault, &recorder.snapshot(), step_seq, step_started)
-            {
-                pending = None;
-                let removal = match fault.fault {
-                    FaultKind::Kill => Removal::Immediate,
-                    FaultKind::LoseVolume => Removal::WithVolume,
-                    _ => Removal::Graceful,
-                };
-                let selector = fault.member.unwrap_or(MemberSelector::Random);
-                let ordinal = pick(&selector, &recorder.snapshot(), &slots, desired, seed);
-                let slot = slots[ordinal as usize].name.clone();
-                let uid = views
-                    .lock()
-                    .ok()
-                    .and_then(|v| v.get(&slot).map(|p| p.uid.clone()))
-                    .unwrap_or_default();
-                replaced.push((slot.clone(), uid));
-                recorder.record(EventKind::FaultInjected {
-                    fault: fault.fault,
-                    slot: Some(slot.clone()),
-                });
-                if let Err(e) =
+                let injected = if fault.fault == FaultKind::CrashDeployer {
+                    recorder.record(EventKind::FaultInjected {
+                        fault: fault.fault,
+                        slot: None,
+                    });
+                    crash_operator(client, profile).await
+                } else {
+                    let removal = match fault.fault {
+                        FaultKind::Kill => Removal::Immediate,
+                        FaultKind::LoseVolume => Removal::WithVolume,
+                        _ => Removal::Graceful,
+                    };
+                    let selector = fault.member.unwrap_or(MemberSelector::Random);
+                    let ordinal = pick(&selector, &recorder.snapshot(), &slots, desired, seed);
+                    let slot = slots[ordinal as usize].name.clone();
+                    let uid = views
+                        .lock()
+                        .ok()
+                        .and_then(|v| v.get(&slot).map(|p| p.uid.clone()))
+                        .unwrap_or_default();
+                    replaced.push((slot.clone(), uid));
+                    recorder.record(EventKind::FaultInjected {
+                        fault: fault.fault,
+                        slot: Some(slot.clone()),
+                    });
                     delete_member(client, namespace, &slot, removal, &has_data, &recorder).await
-                {
+                };
+                if let Err(e) = injected {
                     abort = Some(format!("step {name}: injecting {:?}: {e}", fault.fault));
                     break false;
                 }
@@ -860,13 +853,4 @@ async fn save_logs(pods: &Api<Pod>, slots: &[SlotInfo], container: &str, dir: &s
             }
         }
     }
-}
-
-/// The pods of a namespace, for the report when a run errs.
-pub async fn pod_names(client: &Client, namespace: &str) -> Vec<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    pods.list(&Default::default())
-        .await
-        .map(|l| l.items.iter().map(|p| p.name_any()).collect())
-        .unwrap_or_default()
 }
