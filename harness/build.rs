@@ -1,10 +1,16 @@
-//! Records the git commit the harness is built from, for certificates.
+//! Records the git commit the harness is built from, for certificates;
+//! `+dirty` when tracked files differ from it, so a bundle never claims a
+//! commit its harness was not built from.
 
 use std::process::Command;
 
 fn main() {
     // HEAD moves at every commit or checkout; the ref it names too.
     println!("cargo:rerun-if-changed=../.git/HEAD");
+    // An edit of the harness rebuilds it: look at the tree again then.
+    println!("cargo:rerun-if-changed=../.git/index");
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=Cargo.toml");
     if let Ok(head) = std::fs::read_to_string("../.git/HEAD")
         && let Some(reference) = head.trim().strip_prefix("ref: ")
     {
@@ -17,5 +23,13 @@ fn main() {
         .filter(|out| out.status.success())
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .unwrap_or_default();
-    println!("cargo:rustc-env=RAFTCERT_GIT_COMMIT={commit}");
+    let dirty = !commit.is_empty()
+        && Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .is_some_and(|out| !out.stdout.is_empty());
+    let suffix = if dirty { "+dirty" } else { "" };
+    println!("cargo:rustc-env=RAFTCERT_GIT_COMMIT={commit}{suffix}");
 }

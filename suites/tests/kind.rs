@@ -5,7 +5,9 @@
 //! or when `RAFTCERT_KIND=build` asks for the build; otherwise it says so
 //! loudly, with the commands to run.
 
-use raftcert_suites::{ensure_docker, repo_root, static_statefulset_profile_checks};
+use raftcert_suites::{
+    coreos_operator_profile_checks, ensure_docker, repo_root, static_statefulset_profile_checks,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -118,4 +120,38 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
     // The smoke test loaded raftcert/etcd-smoke:3.6.5, which the Kubernetes
     // backend's static profile runs.
     static_statefulset_profile_checks(&cluster.kubeconfig).await;
+
+    // coreos/etcd-operator, where its images were built on this machine.
+    let images = [
+        "raftcert/coreos-etcd-operator:v0.9.4",
+        "raftcert/coreos-etcd:v3.6.5",
+    ];
+    let have_images = images.iter().all(|image| {
+        Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !have_images {
+        eprintln!(
+            "\n\
+             ************************************************************\n\
+             SKIPPED the coreos/etcd-operator checks: no images {}.\n\
+             Build them (about 2 min from the Go module proxy) and rerun:\n\
+             \x20   ci/kind/build-coreos-etcd-operator\n\
+             \x20   cargo test -p raftcert-suites --test kind\n\
+             ************************************************************\n",
+            images.join(" and ")
+        );
+        return;
+    }
+    let kind = Path::new(&kind_cache()).join("bin/kind");
+    let loaded = Command::new(kind)
+        .args(["load", "docker-image"])
+        .args(images)
+        .args(["--name", &cluster.name])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(loaded, "kind load docker-image {}", images.join(" "));
+    coreos_operator_profile_checks(&cluster.kubeconfig).await;
 }

@@ -80,7 +80,7 @@ fn end_of_step(model: &Model, step: &Step, v: &mut Verdict) {
     let desired: BTreeSet<&str> = model
         .slots
         .iter()
-        .filter(|s| is_desired(s, step.desired))
+        .filter(|s| is_desired(s, step))
         .map(|s| s.name.as_str())
         .collect();
     let names: BTreeSet<&str> = members
@@ -240,6 +240,39 @@ mod tests {
         assert_violation(
             &check(&t),
             "has 5 members during step 1 (s1), more than the bound 4",
+        );
+    }
+
+    /// Where the operator names its pods, a lost member comes back on a new
+    /// slot: the step's end is judged against the slots the trace names.
+    #[test]
+    fn a_member_replaced_on_a_new_slot_passes_and_a_dead_one_left_fails() {
+        let replaced = |members: Vec<crate::trace::MemberInfo>| {
+            static_3()
+                .ev(step_started(1, 3))
+                .ev(exited(1))
+                .ev(call_on(MembershipOp::Remove, "a1"))
+                .ev(slot_added(6))
+                .ev(call_add(6, "a6"))
+                .ev(started(6, false))
+                .ev(list(0, members))
+                .ev(step_finished_wanting(1, true, &[0, 2, 6]))
+                .finish()
+        };
+        assert_passed(&check(&replaced(vec![m(0, "a0"), m(2, "a2"), m(6, "a6")])));
+        assert_violation(
+            &check(&replaced(vec![
+                m(0, "a0"),
+                m(1, "a1"),
+                m(2, "a2"),
+                m(6, "a6"),
+            ])),
+            "membership has 4 member(s)",
+        );
+        // Three members, but the dead pod's instead of the new one's.
+        assert_violation(
+            &check(&replaced(vec![m(0, "a0"), m(1, "a1"), m(2, "a2")])),
+            "desired 3 [m0,m2,m6]",
         );
     }
 }

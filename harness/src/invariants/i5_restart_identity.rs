@@ -67,7 +67,7 @@ pub fn check(trace: &Trace) -> Verdict {
                 // A member removed on purpose, a slot no longer wanted or
                 // wiped again need not come back.
                 let removed = model.removal_of(id).is_some_and(|r| r <= end);
-                let desired = model.slot(slot).is_none_or(|s| is_desired(s, step.desired));
+                let desired = model.slot(slot).is_none_or(|s| is_desired(s, step));
                 let wiped = model
                     .span(pos, end)
                     .iter()

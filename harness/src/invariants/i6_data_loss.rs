@@ -85,7 +85,7 @@ fn end_of_step(model: &Model, wipe: usize, w: &Event, slot: &str, lost: &str, v:
     else {
         return;
     };
-    if !is_desired(info, step.desired) {
+    if !is_desired(info, step) {
         return;
     }
     let end_ev = &model.events[end];

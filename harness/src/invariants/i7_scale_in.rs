@@ -36,7 +36,7 @@ fn scale_in(model: &Model, step: &Step, v: &mut Verdict) {
             .filter(|m| {
                 model
                     .slot_of_member(m)
-                    .is_some_and(|s| !is_desired(s, step.desired))
+                    .is_some_and(|s| !is_desired(s, step))
             })
             .map(|m| model.describe_member(m))
             .collect();
@@ -64,7 +64,7 @@ fn scale_in(model: &Model, step: &Step, v: &mut Verdict) {
         let Some(id) = removal.id.as_deref() else {
             continue;
         };
-        let Some(slot) = model.slot_of_id(id).filter(|s| is_desired(s, step.desired)) else {
+        let Some(slot) = model.slot_of_id(id).filter(|s| is_desired(s, step)) else {
             continue;
         };
         // Replacing a kept member whose data is gone is legitimate.
@@ -147,5 +147,26 @@ mod tests {
             .ev(step_finished(1, true))
             .finish();
         assert_passed(&check(&t));
+    }
+
+    /// An operator that picks which member a scale-in removes: the slot it
+    /// removed is the one not wanted any more, whatever its ordinal.
+    #[test]
+    fn scale_in_of_any_named_slot_passes_when_the_trace_names_the_kept_ones() {
+        let scale_in = |kept: &[usize]| {
+            static_3()
+                .ev(step_started(1, 2))
+                .ev(call_on(Remove, "a1"))
+                .ev(applied(0, Remove, "a1", 1))
+                .ev(exited(1))
+                .ev(list(0, vec![m(0, "a0"), m(2, "a2")]))
+                .ev(step_finished_wanting(1, true, kept))
+                .finish()
+        };
+        assert_passed(&check(&scale_in(&[0, 2])));
+        assert_violation(
+            &check(&scale_in(&[0, 1])),
+            "removed member a1 of kept slot m1",
+        );
     }
 }

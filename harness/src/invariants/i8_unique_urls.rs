@@ -58,11 +58,9 @@ pub fn check(trace: &Trace) -> Verdict {
         let strays: Vec<String> = members_of(list)
             .iter()
             .filter(|m| {
-                m.peer_urls.iter().any(|u| {
-                    model
-                        .slot_of_url(u)
-                        .is_none_or(|s| !is_desired(s, step.desired))
-                })
+                m.peer_urls
+                    .iter()
+                    .any(|u| model.slot_of_url(u).is_none_or(|s| !is_desired(s, step)))
             })
             .map(|m| format!("{} {}", m.id, commas(&m.peer_urls)))
             .collect();

@@ -1,6 +1,6 @@
 //! I9: what the operator reports agrees with the real membership.
 
-use super::model::{Model, members_of};
+use super::model::{Model, Procs, members_of};
 use super::{Invariant, Verdict};
 use crate::trace::{EventKind, Trace};
 
@@ -9,14 +9,18 @@ pub const INVARIANT: Invariant = Invariant {
     title: "Operator status",
     description: "At the end of every step the member count the operator last reported \
                   (the profile's status path) equals the number of started members in the \
-                  member list; a settled step waits up to 10 s for the status to catch up \
-                  before it ends. Traces without operator status pass.",
+                  member list (none, when no member process runs any more); a settled step \
+                  gives the status a grace (10 s, or the profile's) to catch up before it ends. \
+                  Traces without operator status pass.",
     check,
 };
 
 pub fn check(trace: &Trace) -> Verdict {
     let model = Model::new(trace);
     let mut v = Verdict::new(&INVARIANT);
+    let mut procs = Procs::default();
+    let mut started_any = false;
+    let mut seen = 0;
     for step in &model.steps {
         let Some(end) = step.end else {
             continue;
@@ -28,9 +32,31 @@ pub fn check(trace: &Trace) -> Verdict {
                 EventKind::OperatorStatus { object, members } => Some((e, object, *members)),
                 _ => None,
             });
-        let (Some((status, object, Some(claimed))), Some(list)) =
-            (reported, model.list_at_end(step))
-        else {
+        let Some((status, object, Some(claimed))) = reported else {
+            continue;
+        };
+        // Every member process gone by the step's end: whatever list came
+        // before is stale, and a status that still claims members is wrong.
+        for e in &model.events[seen..end] {
+            procs.apply(&e.kind);
+            started_any |= matches!(e.kind, EventKind::ProcessStarted { .. });
+        }
+        seen = end;
+        if started_any && !procs.any_running() {
+            if claimed > 0 {
+                v.violate(
+                    format!(
+                        "at the end of {} (t={}ms) {object} reported {claimed} member(s) but no \
+                         member process runs",
+                        step.label(),
+                        model.events[end].t_ms
+                    ),
+                    vec![status.clone(), model.events[end].clone()],
+                );
+            }
+            continue;
+        }
+        let Some(list) = model.list_at_end(step) else {
             continue;
         };
         let started = members_of(list).iter().filter(|m| m.is_started()).count() as u64;
@@ -102,5 +128,37 @@ mod tests {
             .ev(step_finished(0, false))
             .finish();
         assert_violation(&check(&t), "reported 2 member(s) but the member list has 1");
+    }
+
+    /// Every member pod gone and none back (an operator that cannot recover
+    /// from losing all members), while the status still lists the old ones.
+    #[test]
+    fn status_claiming_members_when_none_answers_fails() {
+        // Three members, then every pod gone after a last member list;
+        // `last` ends the second step.
+        let all_gone = |last: Vec<EventKind>| {
+            let mut t = TB::new()
+                .ev(step_started(0, 3))
+                .ev(started(0, false))
+                .ev(started(1, false))
+                .ev(started(2, false))
+                .ev(list(0, three()))
+                .ev(status(3))
+                .ev(step_finished(0, true))
+                .ev(step_started(1, 3))
+                .ev(list(0, three()))
+                .ev(exited(0))
+                .ev(exited(1))
+                .ev(exited(2));
+            for e in last {
+                t = t.ev(e);
+            }
+            t.ev(step_finished(1, false)).finish()
+        };
+        assert_violation(
+            &check(&all_gone(vec![])),
+            "StatefulSet/etcd reported 3 member(s) but no member process runs",
+        );
+        assert_passed(&check(&all_gone(vec![status(0)])));
     }
 }

@@ -87,6 +87,8 @@ pub struct Step {
     pub start: usize,
     pub end: Option<usize>,
     pub settled: bool,
+    /// The slots wanted at the step's end, when the trace names them.
+    pub desired_slots: Option<BTreeSet<String>>,
 }
 
 impl Step {
@@ -98,8 +100,13 @@ impl Step {
     }
 }
 
-pub fn is_desired(slot: &SlotInfo, desired: u32) -> bool {
-    slot.ordinal < desired
+/// Whether a slot is wanted at the end of a step: the one the trace names,
+/// or else the first `desired` ordinals.
+pub fn is_desired(slot: &SlotInfo, step: &Step) -> bool {
+    match &step.desired_slots {
+        Some(names) => names.contains(&slot.name),
+        None => slot.ordinal < step.desired,
+    }
 }
 
 /// A membership change, from a successful call or from an engine log.
@@ -175,7 +182,7 @@ pub struct MembershipView {
 
 pub struct Model<'a> {
     pub events: &'a [Event],
-    pub slots: &'a [SlotInfo],
+    pub slots: Vec<SlotInfo>,
     pub steps: Vec<Step>,
     /// Positions of member lists, with whether their via knew a leader.
     lists: Vec<(usize, bool)>,
@@ -223,12 +230,20 @@ impl<'a> Model<'a> {
                         start: pos,
                         end: None,
                         settled: false,
+                        desired_slots: None,
                     });
                 }
-                EventKind::StepFinished { settled, .. } => {
+                EventKind::StepFinished {
+                    settled,
+                    desired_slots,
+                    ..
+                } => {
                     if let Some(step) = self.steps.iter_mut().rev().find(|s| s.end.is_none()) {
                         step.end = Some(pos);
                         step.settled = *settled;
+                        step.desired_slots = desired_slots
+                            .as_ref()
+                            .map(|names| names.iter().cloned().collect());
                     }
                 }
                 EventKind::ProcessStarted { slot, .. } => {
@@ -247,8 +262,8 @@ impl<'a> Model<'a> {
                 EventKind::LocalMember {
                     slot, member_id, ..
                 } => {
-                    if let Some(s) = self.slot(slot) {
-                        self.learn(member_id, std::slice::from_ref(&s.peer_url));
+                    if let Some(url) = self.slot(slot).map(|s| s.peer_url.clone()) {
+                        self.learn(member_id, std::slice::from_ref(&url));
                     }
                 }
                 EventKind::MembershipCall {
@@ -397,20 +412,20 @@ impl<'a> Model<'a> {
         None
     }
 
-    pub fn slot(&self, name: &str) -> Option<&'a SlotInfo> {
+    pub fn slot(&self, name: &str) -> Option<&SlotInfo> {
         self.slots.iter().find(|s| s.name == name)
     }
 
-    pub fn slot_of_url(&self, url: &str) -> Option<&'a SlotInfo> {
+    pub fn slot_of_url(&self, url: &str) -> Option<&SlotInfo> {
         let url = norm_url(url);
         self.slots.iter().find(|s| norm_url(&s.peer_url) == url)
     }
 
-    pub fn slot_of_member(&self, m: &MemberInfo) -> Option<&'a SlotInfo> {
+    pub fn slot_of_member(&self, m: &MemberInfo) -> Option<&SlotInfo> {
         m.peer_urls.iter().find_map(|u| self.slot_of_url(u))
     }
 
-    pub fn slot_of_id(&self, id: &str) -> Option<&'a SlotInfo> {
+    pub fn slot_of_id(&self, id: &str) -> Option<&SlotInfo> {
         self.id_urls
             .get(id)?
             .iter()
@@ -582,6 +597,11 @@ impl Procs {
 
     pub fn is_up(&self, slot: &str) -> bool {
         self.running.contains(slot) && !self.frozen.contains(slot)
+    }
+
+    /// Whether any process runs (frozen or not).
+    pub fn any_running(&self) -> bool {
+        !self.running.is_empty()
     }
 
     pub fn is_frozen(&self, slot: &str) -> bool {

@@ -52,12 +52,35 @@ pub fn step_started(index: u32, desired: u32) -> EventKind {
     }
 }
 pub fn step_finished(index: u32, settled: bool) -> EventKind {
+    step_end(index, settled, None)
+}
+/// A step end that names the slots it wants (an operator naming its pods).
+pub fn step_finished_wanting(index: u32, settled: bool, slots: &[usize]) -> EventKind {
+    step_end(
+        index,
+        settled,
+        Some(slots.iter().map(|&i| name(i)).collect()),
+    )
+}
+fn step_end(index: u32, settled: bool, desired_slots: Option<Vec<String>>) -> EventKind {
     EventKind::StepFinished {
         index,
         name: format!("s{index}"),
         settled,
         elapsed_ms: 0,
         detail: None,
+        desired_slots,
+    }
+}
+/// Slot `i` appearing during the run (ordinals past the header's five).
+pub fn slot_added(i: usize) -> EventKind {
+    EventKind::SlotAdded {
+        info: SlotInfo {
+            name: name(i),
+            ordinal: i as u32,
+            peer_url: peer(i),
+            client_url: client(i),
+        },
     }
 }
 pub fn started(i: usize, had_data: bool) -> EventKind {

@@ -7,6 +7,7 @@ mod apply;
 mod observe;
 pub mod profile;
 pub mod run;
+mod slots;
 
 use std::path::Path;
 

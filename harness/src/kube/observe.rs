@@ -2,6 +2,7 @@
 //! and exits), one log stream per container start (parsed by the engine's
 //! own startup-line parser), and an engine poller through port-forwards.
 
+use super::slots::SlotBook;
 use crate::backend::process::record_fact;
 use crate::engine::etcd::{ClientConfig, MemberClient, parse_log_line};
 use crate::trace::{EventKind, Recorder};
@@ -19,6 +20,9 @@ use tokio::task::JoinHandle;
 pub struct PodView {
     pub running: bool,
     pub ready: bool,
+    /// Neither being deleted nor finished for good (a pod whose restart
+    /// policy is `Never` stays `Succeeded` or `Failed` until deleted).
+    pub live: bool,
     /// The container's current start time: a change is a new start.
     started_at: Option<String>,
     finished_at: Option<String>,
@@ -38,6 +42,7 @@ pub fn watch_pods(
     recorder: Arc<Recorder>,
     views: PodViews,
     has_data: DataState,
+    book: Arc<SlotBook>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let config = watcher::Config::default().labels(&selector);
@@ -59,6 +64,7 @@ pub fn watch_pods(
             let Some(name) = pod.metadata.name.clone() else {
                 continue;
             };
+            book.admit(&name);
             for step in observe_pod(&pod, &container, &views, &has_data) {
                 match step {
                     Seen::Event(kind) => recorder.record(kind),
@@ -189,6 +195,8 @@ fn observe_pod(pod: &Pod, container: &str, views: &PodViews, has_data: &DataStat
     }
     view.running = running_since.is_some();
     view.ready = container_status.ready;
+    let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+    view.live = pod.metadata.deletion_timestamp.is_none() && !finished;
     seen
 }
 
@@ -239,12 +247,10 @@ fn follow_logs(
 
 /// A local TCP port that forwards each connection to a pod's port through
 /// the API server, so nothing of the cluster is exposed.
-pub async fn bridge(
-    pods: Api<Pod>,
-    pod: String,
-    port: u16,
-) -> std::io::Result<(u16, JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+pub fn bridge(pods: Api<Pod>, pod: String, port: u16) -> std::io::Result<(u16, JoinHandle<()>)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let local_port = listener.local_addr()?.port();
     let task = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
@@ -268,7 +274,7 @@ pub async fn bridge(
 /// Polls every running member's status and member list, as the local
 /// runner does, until aborted.
 pub fn poll_members(
-    endpoints: BTreeMap<String, u16>,
+    book: Arc<SlotBook>,
     views: PodViews,
     recorder: Arc<Recorder>,
     every: Duration,
@@ -291,7 +297,7 @@ pub fn poll_members(
                         .collect()
                 })
                 .unwrap_or_default();
-            for (slot, port) in &endpoints {
+            for (slot, port) in &book.endpoints() {
                 if !running.contains(slot) {
                     clients.remove(slot);
                     continue;
@@ -339,6 +345,13 @@ pub fn poll_members(
     })
 }
 
+/// A reported count: a number, or the length of a list of members.
+fn count_of(value: &serde_json::Value) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_array().map(|list| list.len() as u64))
+}
+
 /// Watches the object where the operator reports the member count and
 /// records every change of it.
 pub fn watch_status(
@@ -358,7 +371,7 @@ pub fn watch_status(
             };
             let members = serde_json::to_value(&found)
                 .ok()
-                .and_then(|v| v.pointer(&pointer).and_then(serde_json::Value::as_u64));
+                .and_then(|v| v.pointer(&pointer).and_then(count_of));
             if last != Some(members) {
                 last = Some(members);
                 recorder.record(EventKind::OperatorStatus {
@@ -368,4 +381,18 @@ pub fn watch_status(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_of;
+    use serde_json::json;
+
+    #[test]
+    fn a_status_count_is_a_number_or_a_list_length() {
+        assert_eq!(count_of(&json!(3)), Some(3));
+        assert_eq!(count_of(&json!(["etcd-abc", "etcd-def"])), Some(2));
+        assert_eq!(count_of(&json!([])), Some(0));
+        assert_eq!(count_of(&json!("3")), None);
+    }
 }

@@ -3,7 +3,7 @@
 //! (`fixtures/operators/<name>/profile.yaml`).
 
 use crate::engine::EngineRef;
-use crate::scenario::model::yaml_error_text;
+use crate::scenario::model::{Dur, yaml_error_text};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -49,8 +49,13 @@ pub struct ScaleTarget {
 pub struct MemberPods {
     /// Label selector template, e.g. `app=${NAME}`.
     pub selector: String,
-    /// Pod name template for an ordinal: `${NAME}-${ORDINAL}`.
-    pub pod: String,
+    /// Pod name template for an ordinal: `${NAME}-${ORDINAL}` (a
+    /// StatefulSet). Without it, member pods are named by the operator
+    /// (`<cluster>-<random>`): every pod the selector finds becomes a slot
+    /// when it appears, and the slots wanted at a step's end are the live
+    /// member pods.
+    #[serde(default)]
+    pub pod: Option<String>,
     pub container: String,
     pub client_port: u16,
     /// The member's advertised peer URL: `${POD}`, `${NAME}`, `${NAMESPACE}`.
@@ -75,8 +80,14 @@ pub struct StatusSource {
     pub kind: String,
     /// Template: `${NAME}`.
     pub name: String,
-    /// JSON pointer to the count, e.g. `/status/readyReplicas`.
+    /// JSON pointer to the count, e.g. `/status/readyReplicas`; a list
+    /// there counts by its length (`/status/members/ready`).
     pub members: String,
+    /// How long after a step settles the status may take to catch up
+    /// (default 10s): an operator that writes it once per reconcile tick
+    /// needs at least its tick.
+    #[serde(default)]
+    pub grace: Option<Dur>,
 }
 
 /// Faults a profile allows; the Kubernetes backend maps each to API calls.
@@ -118,6 +129,11 @@ pub struct Profile {
     /// template of `${NAME}`, `${NAMESPACE}` and `${REPLICAS}`.
     pub deployment: String,
     pub scale: ScaleTarget,
+    /// The least time any step gets to settle, whatever the suite says: an
+    /// operator that adds one member per reconcile tick needs longer than
+    /// the suite's defaults, which are sized for a local deployer.
+    #[serde(default)]
+    pub min_settle: Option<Dur>,
     pub members: MemberPods,
     /// Where the operator reports what it manages; without it I9 has
     /// nothing to compare.
@@ -203,8 +219,13 @@ impl Profile {
                 status.members
             )));
         }
-        if !self.members.pod.contains("${ORDINAL}") {
-            return Err(invalid("members.pod must contain ${ORDINAL}".into()));
+        if let Some(pod) = &self.members.pod
+            && !pod.contains("${ORDINAL}")
+        {
+            return Err(invalid(
+                "members.pod must contain ${ORDINAL} (leave it out when the operator names its pods)"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -224,11 +245,26 @@ impl Profile {
         self.engine.parse()
     }
 
-    pub fn pod_name(&self, name: &str, ordinal: u32) -> String {
-        fill(
-            &self.members.pod,
+    /// The pod of an ordinal, when the profile names pods by ordinal.
+    pub fn pod_name(&self, name: &str, ordinal: u32) -> Option<String> {
+        let template = self.members.pod.as_ref()?;
+        Some(fill(
+            template,
             &[("NAME", name), ("ORDINAL", &ordinal.to_string())],
-        )
+        ))
+    }
+
+    /// Whether the operator names member pods itself.
+    pub fn dynamic_members(&self) -> bool {
+        self.members.pod.is_none()
+    }
+
+    /// How long a step gets to settle: the suite's time, at least the
+    /// profile's floor.
+    pub fn settle(&self, suite_settle: std::time::Duration) -> std::time::Duration {
+        self.min_settle
+            .as_ref()
+            .map_or(suite_settle, |floor| suite_settle.max(floor.0))
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::observe::{self, DataState, PodViews};
 use super::profile::{KubeFault, Profile, fill};
+use super::slots::SlotBook;
 use super::{KubeError, apply};
 use crate::report::{RunResult, RunStatus};
 use crate::scenario::model::{Inject, MemberSelector, Scenario, StepAction, Suite, Trigger};
@@ -105,10 +106,13 @@ const OPERATOR_READY: Duration = Duration::from_secs(180);
 /// Applies the profile's install manifests and waits for the operator's
 /// pods to be ready; returns what was applied.
 pub async fn install(client: &Client, profile: &Profile) -> Result<Vec<String>, KubeError> {
-    let home = profile
+    // An operator deployed with each run (its namespace is `${NAMESPACE}`)
+    // is waited for by the bootstrap step, not here.
+    let shared_operator = profile
         .operator
         .as_ref()
-        .map_or("default".to_string(), |o| o.namespace.clone());
+        .filter(|o| !o.namespace.contains("${NAMESPACE}"));
+    let home = shared_operator.map_or("default".to_string(), |o| o.namespace.clone());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if namespaces.get_opt(&home).await?.is_none() {
         let mut ns = Namespace::default();
@@ -124,7 +128,7 @@ pub async fn install(client: &Client, profile: &Profile) -> Result<Vec<String>, 
         })?;
         applied.extend(apply::apply_all(client, &text, &path.display().to_string(), &home).await?);
     }
-    if let Some(operator) = &profile.operator {
+    if let Some(operator) = shared_operator {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &operator.namespace);
         let params = kube::api::ListParams::default().labels(&operator.selector);
         let deadline = Instant::now() + OPERATOR_READY;
@@ -156,14 +160,19 @@ fn pod_is_ready(pod: &Pod) -> bool {
 }
 
 /// Kills the operator's pods (grace 0); their controller starts new ones.
-async fn crash_operator(client: &Client, profile: &Profile) -> Result<(), KubeError> {
+async fn crash_operator(
+    client: &Client,
+    profile: &Profile,
+    run_namespace: &str,
+) -> Result<(), KubeError> {
     let Some(operator) = &profile.operator else {
         return Err(KubeError::Unsupported(format!(
             "profile {} names no operator pods",
             profile.name
         )));
     };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &operator.namespace);
+    let home = fill(&operator.namespace, &[("NAMESPACE", run_namespace)]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &home);
     let params = kube::api::ListParams::default().labels(&operator.selector);
     for pod in pods.list(&params).await?.items {
         ignore_gone(
@@ -285,24 +294,18 @@ async fn drive(
             .collect();
         fill(text, &pairs)
     };
-    let max = spec.scenario.max_replicas();
-    let slots: Vec<SlotInfo> = (0..max)
-        .map(|ordinal| {
-            let pod = profile.pod_name(&name, ordinal);
-            let urls = |template: &str| {
-                fill(
-                    template,
-                    &[("POD", &pod), ("NAME", &name), ("NAMESPACE", namespace)],
-                )
-            };
-            SlotInfo {
-                name: pod.clone(),
-                ordinal,
-                peer_url: urls(&profile.members.peer_url),
-                client_url: urls(&profile.members.client_url),
-            }
-        })
-        .collect();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let book = Arc::new(
+        SlotBook::new(
+            profile,
+            pods.clone(),
+            &name,
+            namespace,
+            spec.scenario.max_replicas(),
+            recorder.clone(),
+        )
+        .map_err(io("port-forward listener"))?,
+    );
     let engine = profile
         .engine_ref()
         .map_err(|e| KubeError::Unsupported(e.to_string()))?;
@@ -316,7 +319,7 @@ async fn drive(
         backend: "kube".into(),
         seed: spec.seed,
         tls: false,
-        slots: slots.clone(),
+        slots: book.slots(),
         quorum_grace_ms: spec.suite.quorum_grace_for(&spec.scenario).as_millis() as u64,
     });
 
@@ -331,7 +334,6 @@ async fn drive(
         .into(),
     );
     namespaces.create(&PostParams::default(), &ns).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let views: PodViews = Arc::new(Mutex::new(BTreeMap::new()));
     let has_data: DataState = Arc::new(Mutex::new(BTreeMap::new()));
     let mut observers = Observers(vec![observe::watch_pods(
@@ -341,18 +343,10 @@ async fn drive(
         recorder.clone(),
         views.clone(),
         has_data.clone(),
+        book.clone(),
     )]);
-    let mut endpoints = BTreeMap::new();
-    for slot in &slots {
-        let (port, task) =
-            observe::bridge(pods.clone(), slot.name.clone(), profile.members.client_port)
-                .await
-                .map_err(io("port-forward listener"))?;
-        endpoints.insert(slot.name.clone(), port);
-        observers.0.push(task);
-    }
     observers.0.push(observe::poll_members(
-        endpoints,
+        book.clone(),
         views.clone(),
         recorder.clone(),
         MEMBER_POLL,
@@ -393,24 +387,11 @@ async fn drive(
         let step_seq = recorder.snapshot().events.len();
         let mut replaced: Vec<(String, String)> = Vec::new();
         let seed = spec.seed ^ index as u64;
-        let mut doomed = |ordinals: Vec<u32>, fault: FaultKind| {
-            let uids = views.lock().ok();
-            ordinals
-                .into_iter()
-                .map(|ordinal| {
-                    let slot = slots[ordinal as usize].name.clone();
-                    let uid = uids
-                        .as_ref()
-                        .and_then(|v| v.get(&slot).map(|p| p.uid.clone()))
-                        .unwrap_or_default();
-                    replaced.push((slot.clone(), uid));
-                    recorder.record(EventKind::FaultInjected {
-                        fault,
-                        slot: Some(slot.clone()),
-                    });
-                    slot
-                })
-                .collect::<Vec<String>>()
+        let mut doomed = |victims: Vec<String>, fault: FaultKind| {
+            for slot in &victims {
+                doom(&views, &recorder, &mut replaced, slot, fault);
+            }
+            victims
         };
         let acted = match action {
             StepAction::Bootstrap(n) => apply::apply_all(
@@ -434,19 +415,32 @@ async fn drive(
                     StepAction::LoseVolume(_) => (FaultKind::LoseVolume, Removal::WithVolume),
                     _ => (FaultKind::DeletePod, Removal::Graceful),
                 };
-                let ordinal = pick(&sel, &recorder.snapshot(), &slots, desired, seed);
-                let victims = doomed(vec![ordinal], fault);
-                delete_members(client, namespace, &victims, how, &has_data, &recorder).await
+                match pick(
+                    &sel,
+                    &recorder.snapshot(),
+                    &members_wanted(&book, &views, desired),
+                    seed,
+                ) {
+                    Some(victim) => {
+                        let victims = doomed(vec![victim], fault);
+                        delete_members(client, namespace, &victims, how, &has_data, &recorder).await
+                    }
+                    None => Err(no_member_to_pick()),
+                }
             }
             StepAction::CrashDeployer => {
                 recorder.record(EventKind::FaultInjected {
                     fault: FaultKind::CrashDeployer,
                     slot: None,
                 });
-                crash_operator(client, profile).await
+                crash_operator(client, profile, namespace).await
             }
             StepAction::FullRestart => {
-                let victims = doomed((0..desired).collect(), FaultKind::Stop);
+                let everyone = members_wanted(&book, &views, desired)
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect();
+                let victims = doomed(everyone, FaultKind::Stop);
                 delete_members(
                     client,
                     namespace,
@@ -479,7 +473,7 @@ async fn drive(
                         fault: fault.fault,
                         slot: None,
                     });
-                    crash_operator(client, profile).await
+                    crash_operator(client, profile, namespace).await
                 } else {
                     let removal = match fault.fault {
                         FaultKind::Kill => Removal::Immediate,
@@ -487,26 +481,22 @@ async fn drive(
                         _ => Removal::Graceful,
                     };
                     let selector = fault.member.unwrap_or(MemberSelector::Random);
-                    let ordinal = pick(&selector, &recorder.snapshot(), &slots, desired, seed);
-                    let slot = slots[ordinal as usize].name.clone();
-                    let uid = views
-                        .lock()
-                        .ok()
-                        .and_then(|v| v.get(&slot).map(|p| p.uid.clone()))
-                        .unwrap_or_default();
-                    replaced.push((slot.clone(), uid));
-                    recorder.record(EventKind::FaultInjected {
-                        fault: fault.fault,
-                        slot: Some(slot.clone()),
-                    });
-                    delete_member(client, namespace, &slot, removal, &has_data, &recorder).await
+                    let wanted = members_wanted(&book, &views, desired);
+                    match pick(&selector, &recorder.snapshot(), &wanted, seed) {
+                        Some(slot) => {
+                            doom(&views, &recorder, &mut replaced, &slot, fault.fault);
+                            delete_member(client, namespace, &slot, removal, &has_data, &recorder)
+                                .await
+                        }
+                        None => Err(no_member_to_pick()),
+                    }
                 };
                 if let Err(e) = injected {
                     abort = Some(format!("step {name}: injecting {:?}: {e}", fault.fault));
                     break false;
                 }
             }
-            if pending.is_none() && is_settled(&recorder, &views, &slots, desired, &replaced) {
+            if pending.is_none() && is_settled(&recorder, &views, &book, desired, &replaced) {
                 break true;
             }
             if Instant::now() >= deadline {
@@ -514,10 +504,10 @@ async fn drive(
             }
             tokio::time::sleep(SETTLE_POLL).await;
         };
-        if settled && profile.status.is_some() {
+        if settled && let Some(status) = &profile.status {
             // Controllers publish status after the fact: it gets a grace to
             // catch up before the step ends and I9 compares.
-            let until = Instant::now() + STATUS_GRACE;
+            let until = Instant::now() + status.grace.map_or(STATUS_GRACE, |g| g.0);
             while !status_agrees(&recorder.snapshot()) && Instant::now() < until {
                 tokio::time::sleep(SETTLE_POLL).await;
             }
@@ -528,16 +518,23 @@ async fn drive(
             settled,
             elapsed_ms: step_started.elapsed().as_millis() as u64,
             detail: (!settled).then(|| format!("not {desired} started voters and ready pods")),
+            desired_slots: book.is_dynamic().then(|| {
+                members_wanted(&book, &views, desired)
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect()
+            }),
         });
     }
     drop(observers);
-    save_logs(
-        &pods,
-        &slots,
-        &profile.members.container,
-        &spec.dir.join("logs"),
-    )
-    .await;
+    book.close();
+    let logs = spec.dir.join("logs");
+    save_logs(&pods, &book.slots(), &profile.members.container, &logs).await;
+    if let Some(operator) = &profile.operator {
+        let home = fill(&operator.namespace, &[("NAMESPACE", namespace)]);
+        save_operator_logs(client, &home, &operator.selector, &logs).await;
+    }
+    save_events(client, namespace, &logs).await;
     recorder.record(EventKind::RunFinished {
         error: abort.clone(),
     });
@@ -556,17 +553,21 @@ fn api_resource(api_version: &str, kind: &str) -> Result<ApiResource, KubeError>
 
 /// Steps as run: a rolling restart becomes one restart per member, each
 /// settling before the next, as in the local runner.
+/// Where the operator names its pods, a restarted member comes back as a
+/// new, newest pod: each restart then takes the oldest member.
 fn expand_steps(spec: &KubeRunSpec) -> Vec<(String, StepAction, Duration, Option<Inject>)> {
     let mut steps = Vec::new();
     let mut desired = 0;
+    let dynamic = spec.profile.dynamic_members();
     for step in &spec.scenario.steps {
-        let settle = spec.suite.settle_for(step);
+        let settle = spec.profile.settle(spec.suite.settle_for(step));
         match step.action {
             StepAction::RollingRestart => {
                 for ordinal in 0..desired {
+                    let victim = if dynamic { 0 } else { ordinal };
                     steps.push((
                         format!("rolling-restart m{ordinal}"),
-                        StepAction::Restart(MemberSelector::Ordinal(ordinal)),
+                        StepAction::Restart(MemberSelector::Ordinal(victim)),
                         settle,
                         None,
                     ));
@@ -583,49 +584,96 @@ fn expand_steps(spec: &KubeRunSpec) -> Vec<(String, StepAction, Duration, Option
     steps
 }
 
-/// The ordinal a selector names, from what the trace shows so far: the
-/// leader is the member the latest status reports name.
+/// Records a fault on a member pod, and remembers which pod it was (by
+/// UID) so the step settles only once that pod is gone or replaced.
+fn doom(
+    views: &PodViews,
+    recorder: &Recorder,
+    replaced: &mut Vec<(String, String)>,
+    slot: &str,
+    fault: FaultKind,
+) {
+    let uid = views
+        .lock()
+        .ok()
+        .and_then(|v| v.get(slot).map(|p| p.uid.clone()))
+        .unwrap_or_default();
+    replaced.push((slot.to_string(), uid));
+    recorder.record(EventKind::FaultInjected {
+        fault,
+        slot: Some(slot.to_string()),
+    });
+}
+
+/// The members a step wants, oldest first: the first `desired` slots of a
+/// StatefulSet, or the live member pods where the operator names them.
+fn members_wanted(book: &SlotBook, views: &PodViews, desired: u32) -> Vec<SlotInfo> {
+    let slots = book.slots();
+    if !book.is_dynamic() {
+        return slots.into_iter().filter(|s| s.ordinal < desired).collect();
+    }
+    let Ok(views) = views.lock() else {
+        return Vec::new();
+    };
+    slots
+        .into_iter()
+        .filter(|s| views.get(&s.name).is_some_and(|v| v.live))
+        .collect()
+}
+
+fn no_member_to_pick() -> KubeError {
+    KubeError::Unsupported("no member pod to choose from".into())
+}
+
+/// The member a selector names among the wanted ones, from what the trace
+/// shows so far: the leader is the member the latest status reports name.
 fn pick(
     selector: &MemberSelector,
     trace: &crate::trace::Trace,
-    slots: &[SlotInfo],
-    members: u32,
+    wanted: &[SlotInfo],
     seed: u64,
-) -> u32 {
-    let last = members.saturating_sub(1);
-    let random = |among: &[u32]| -> u32 {
+) -> Option<String> {
+    let random = |among: &[&SlotInfo]| -> Option<String> {
         if among.is_empty() {
-            return 0;
+            return None;
         }
-        among[(crate::util::splitmix64(seed) % among.len() as u64) as usize]
+        Some(
+            among[(crate::util::splitmix64(seed) % among.len() as u64) as usize]
+                .name
+                .clone(),
+        )
     };
-    let all: Vec<u32> = (0..members).collect();
-    let leader = leader_ordinal(trace, slots);
+    let all: Vec<&SlotInfo> = wanted.iter().collect();
+    let leader = leader_slot(trace).filter(|l| wanted.iter().any(|s| s.name == *l));
     match selector {
-        MemberSelector::Ordinal(n) => (*n).min(last),
+        MemberSelector::Ordinal(n) => wanted
+            .get((*n as usize).min(wanted.len().saturating_sub(1)))
+            .map(|s| s.name.clone()),
         MemberSelector::Random => random(&all),
-        MemberSelector::Leader => leader.unwrap_or_else(|| random(&all)),
+        MemberSelector::Leader => leader.or_else(|| random(&all)),
         MemberSelector::Follower => {
-            let followers: Vec<u32> = all.into_iter().filter(|o| Some(*o) != leader).collect();
+            let followers: Vec<&SlotInfo> = all
+                .into_iter()
+                .filter(|s| Some(&s.name) != leader.as_ref())
+                .collect();
             random(&followers)
         }
     }
 }
 
-fn leader_ordinal(trace: &crate::trace::Trace, slots: &[SlotInfo]) -> Option<u32> {
+fn leader_slot(trace: &crate::trace::Trace) -> Option<String> {
     let leader = trace.events.iter().rev().find_map(|e| match &e.kind {
         EventKind::MemberStatus { leader, .. } if leader != "0" && !leader.is_empty() => {
             Some(leader.clone())
         }
         _ => None,
     })?;
-    let slot = trace.events.iter().rev().find_map(|e| match &e.kind {
+    trace.events.iter().rev().find_map(|e| match &e.kind {
         EventKind::LocalMember {
             slot, member_id, ..
         } if *member_id == leader => Some(slot.clone()),
         _ => None,
-    })?;
-    slots.iter().find(|s| s.name == slot).map(|s| s.ordinal)
+    })
 }
 
 /// How a member pod is taken away.
@@ -776,34 +824,45 @@ fn injection_due(
     }
 }
 
-/// Settled: the first `desired` pods run ready, no other member pod runs,
-/// and the latest member list shows exactly their peer URLs, all started
-/// voters.
+/// Settled: the wanted member pods (see [`members_wanted`]) are `desired`
+/// in number and run ready, no other member pod runs, and the latest member
+/// list shows exactly their peer URLs, all started voters, each of which
+/// has reported a leader since its latest start.
 fn is_settled(
     recorder: &Recorder,
     views: &PodViews,
-    slots: &[SlotInfo],
+    book: &SlotBook,
     desired: u32,
     replaced: &[(String, String)],
 ) -> bool {
+    let wanted = members_wanted(book, views, desired);
+    if wanted.len() != desired as usize {
+        return false;
+    }
     let Ok(views) = views.lock() else {
         return false;
     };
-    // A deleted pod counts only once its successor runs.
+    // A deleted pod counts once it is gone for good or, where pods are
+    // named by ordinal, once its successor runs.
+    let dynamic = book.is_dynamic();
     if replaced
         .iter()
-        .any(|(slot, old_uid)| views.get(slot).is_none_or(|v| &v.uid == old_uid))
+        .any(|(slot, old_uid)| match views.get(slot) {
+            Some(v) => &v.uid == old_uid && (!dynamic || v.live || v.running),
+            None => !dynamic,
+        })
     {
         return false;
     }
-    let pods_ok = slots.iter().all(|slot| {
+    let pods_ok = book.slots().iter().all(|slot| {
         let view = views.get(&slot.name);
-        if slot.ordinal < desired {
+        if wanted.iter().any(|w| w.name == slot.name) {
             view.is_some_and(|v| v.running && v.ready)
         } else {
             view.is_none_or(|v| !v.running)
         }
     });
+    drop(views);
     if !pods_ok {
         return false;
     }
@@ -815,20 +874,16 @@ fn is_settled(
     let Some(members) = latest else {
         return false;
     };
-    let wanted: std::collections::BTreeSet<&str> = slots
-        .iter()
-        .filter(|s| s.ordinal < desired)
-        .map(|s| s.peer_url.as_str())
-        .collect();
+    let expected: std::collections::BTreeSet<&str> =
+        wanted.iter().map(|s| s.peer_url.as_str()).collect();
     let listed: std::collections::BTreeSet<&str> = members
         .iter()
         .flat_map(|m| m.peer_urls.iter().map(String::as_str))
         .collect();
-    if listed != wanted || !members.iter().all(|m| m.is_started() && !m.is_learner) {
+    if listed != expected || !members.iter().all(|m| m.is_started() && !m.is_learner) {
         return false;
     }
-    // Every member has reported a leader since its latest start.
-    slots.iter().filter(|s| s.ordinal < desired).all(|slot| {
+    wanted.iter().all(|slot| {
         let start = trace.events.iter().rposition(
             |e| matches!(&e.kind, EventKind::ProcessStarted { slot: s, .. } if *s == slot.name),
         );
@@ -837,6 +892,70 @@ fn is_settled(
                 if *s == slot.name && leader != "0" && !leader.is_empty())
         })
     })
+}
+
+/// Keeps the operator pods' logs: what it decided, in its own words.
+async fn save_operator_logs(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    dir: &std::path::Path,
+) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = kube::api::ListParams::default().labels(selector);
+    let Ok(list) = pods.list(&params).await else {
+        return;
+    };
+    for pod in list.items {
+        let name = pod.name_any();
+        for (previous, suffix) in [(true, ".previous.log"), (false, ".log")] {
+            let params = kube::api::LogParams {
+                previous,
+                ..Default::default()
+            };
+            if let Ok(text) = pods.logs(&name, &params).await {
+                let _ = std::fs::write(dir.join(format!("operator-{name}{suffix}")), text);
+            }
+        }
+    }
+}
+
+/// Keeps the namespace's events (scheduling, probes, the operator's own
+/// member events), oldest first, one line each.
+async fn save_events(client: &Client, namespace: &str, dir: &std::path::Path) {
+    use k8s_openapi::api::core::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = events.list(&Default::default()).await else {
+        return;
+    };
+    let mut lines: Vec<(String, String)> = list
+        .items
+        .iter()
+        .map(|e| {
+            let at = e
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+                .unwrap_or_default();
+            let object = format!(
+                "{}/{}",
+                e.involved_object.kind.as_deref().unwrap_or(""),
+                e.involved_object.name.as_deref().unwrap_or("")
+            );
+            let line = format!(
+                "{at} {} {} {object} x{}: {}",
+                e.type_.as_deref().unwrap_or(""),
+                e.reason.as_deref().unwrap_or(""),
+                e.count.unwrap_or(1),
+                e.message.as_deref().unwrap_or("").trim()
+            );
+            (at, line)
+        })
+        .collect();
+    lines.sort();
+    let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
+    let _ = std::fs::write(dir.join("events.txt"), text);
 }
 
 /// Keeps each member container's log (current and previous instance).

@@ -25,6 +25,7 @@ pub fn story(trace: &crate::trace::Trace, limit: usize) -> Vec<String> {
                 | EventKind::DeployerError { .. }
                 | EventKind::ProcessStarted { .. }
                 | EventKind::ProcessExited { .. }
+                | EventKind::SlotAdded { .. }
                 | EventKind::SlotDeleted { .. }
                 | EventKind::DataWiped { .. }
                 | EventKind::LocalMember { .. }
@@ -114,6 +115,7 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             settled,
             elapsed_ms,
             detail,
+            desired_slots,
         } => {
             let state = if *settled { "settled" } else { "unsettled" };
             write!(
@@ -123,6 +125,9 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             )?;
             if let Some(detail) = detail {
                 write!(out, " detail={}", text(detail))?;
+            }
+            if let Some(slots) = desired_slots {
+                write!(out, " desired=[{}]", slots.join(","))?;
             }
             Ok(())
         }
@@ -202,6 +207,13 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
                 }
             }
         }
+        EventKind::SlotAdded { info } => write!(
+            out,
+            " slot={} #{} peer={}",
+            text(&info.name),
+            info.ordinal,
+            text(&info.peer_url)
+        ),
         EventKind::SlotDeleted { slot } | EventKind::DataWiped { slot } => {
             write!(out, " slot={}", text(slot))
         }

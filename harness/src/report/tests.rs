@@ -355,6 +355,7 @@ fn event_summary_covers_every_kind_on_one_line() {
             settled: false,
             elapsed_ms: 10,
             detail: Some(s("timed out\nafter 60s")),
+            desired_slots: None,
         },
         EventKind::FaultInjected {
             fault: FaultKind::LoseVolume,
@@ -454,6 +455,7 @@ fn event_summary_covers_every_kind_on_one_line() {
         settled: false,
         elapsed_ms: 10,
         detail: Some(s("timed out\nafter 60s")),
+        desired_slots: None,
     });
     assert_eq!(
         quoted,

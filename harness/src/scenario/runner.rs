@@ -1249,6 +1249,7 @@ fn finish_step(ctl: &Controller, index: u32, name: &str, settled: bool, elapsed:
         settled,
         elapsed_ms: elapsed.as_millis() as u64,
         detail: (!settled).then(|| "the cluster did not settle before the deadline".to_string()),
+        desired_slots: None,
     });
 }
 

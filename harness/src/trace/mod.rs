@@ -152,6 +152,12 @@ pub enum EventKind {
         elapsed_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// The slots the deployment wants at the step's end, where they are
+        /// not simply the first `desired_replicas` ordinals: an operator
+        /// that names member pods at random, and replaces a lost member by
+        /// a new pod under a new name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        desired_slots: Option<Vec<String>>,
     },
     FaultInjected {
         fault: FaultKind,
@@ -180,6 +186,11 @@ pub enum EventKind {
         code: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<i32>,
+    },
+    /// A member slot that appeared during the run: a member pod the
+    /// operator created under a name of its own.
+    SlotAdded {
+        info: SlotInfo,
     },
     /// The slot was emptied on purpose (pod deleted, scale-in).
     SlotDeleted {
@@ -298,6 +309,7 @@ impl EventKind {
             EventKind::DeployerError { .. } => "deployer-error",
             EventKind::ProcessStarted { .. } => "process-started",
             EventKind::ProcessExited { .. } => "process-exited",
+            EventKind::SlotAdded { .. } => "slot-added",
             EventKind::SlotDeleted { .. } => "slot-deleted",
             EventKind::DataWiped { .. } => "data-wiped",
             EventKind::MemberStart { .. } => "member-start",
@@ -351,11 +363,17 @@ impl Trace {
             .find(|k| matches!(k, EventKind::RunStarted { .. }))
     }
 
-    pub fn slots(&self) -> &[SlotInfo] {
-        match self.header() {
-            Some(EventKind::RunStarted { slots, .. }) => slots,
-            _ => &[],
-        }
+    /// The header's slots, then those added during the run.
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        let mut slots = match self.header() {
+            Some(EventKind::RunStarted { slots, .. }) => slots.clone(),
+            _ => Vec::new(),
+        };
+        slots.extend(self.events.iter().filter_map(|e| match &e.kind {
+            EventKind::SlotAdded { info } => Some(info.clone()),
+            _ => None,
+        }));
+        slots
     }
 
     pub fn quorum_grace_ms(&self) -> u64 {
