@@ -1,6 +1,7 @@
 //! Records the git commit the harness is built from, for certificates;
-//! `+dirty` when tracked files differ from it, so a bundle never claims a
-//! commit its harness was not built from.
+//! `+dirty` when what goes into the binary (the harness, the built-in
+//! suite, the workspace manifests) differs from it, so a bundle never
+//! claims a commit its harness was not built from.
 
 use std::process::Command;
 
@@ -11,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=../.git/index");
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=Cargo.toml");
+    println!("cargo:rerun-if-changed=../suites/conformance.yaml");
     if let Ok(head) = std::fs::read_to_string("../.git/HEAD")
         && let Some(reference) = head.trim().strip_prefix("ref: ")
     {
@@ -25,7 +27,8 @@ fn main() {
         .unwrap_or_default();
     let dirty = !commit.is_empty()
         && Command::new("git")
-            .args(["status", "--porcelain", "--untracked-files=no"])
+            .args(["status", "--porcelain", "--untracked-files=no", "--"])
+            .args([".", "../suites/conformance.yaml", "../Cargo.toml", "../Cargo.lock"])
             .output()
             .ok()
             .filter(|out| out.status.success())
