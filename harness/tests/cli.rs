@@ -221,22 +221,32 @@ fn certify_without_a_subject_is_bad_input() {
     assert!(lines[0].contains("--deployer"), "{lines:?}");
 }
 
-#[test]
-fn the_committed_kubernetes_findings_bundle_rechecks_offline() {
+/// The bundles behind docs/findings.md: seal intact, every recorded verdict
+/// reproduced, and the failures it reports (exit 1).
+#[rstest::rstest]
+#[case::static_statefulset("statefulset-static-kind-v1.34.4.tar.gz", 56, 4, "I3,I7,I8,I9")]
+#[case::coreos_etcd_operator("coreos-etcd-operator-v0.9.4-kind-v1.34.4.tar.gz", 68, 2, "I3,I8,I9")]
+fn the_committed_kubernetes_findings_bundles_recheck_offline(
+    #[case] file: &str,
+    #[case] sealed: usize,
+    #[case] not_passing: usize,
+    #[case] violated: &str,
+) {
     let bundle = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/findings/statefulset-static-kind-v1.34.4.tar.gz");
+        .join("../docs/findings")
+        .join(file);
     let check = raftcert(&["check", bundle.to_str().expect("utf-8 path")]);
     let text = String::from_utf8_lossy(&check.stdout);
-    // Four scenarios fail on a static StatefulSet (docs/findings.md): exit 1,
-    // with the seal intact and every recorded verdict reproduced.
     assert_eq!(check.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("seal: 56 of 56 sealed files intact"),
+        text.contains(&format!("seal: {sealed} of {sealed} sealed files intact")),
         "{text}"
     );
     assert!(
-        text.contains("11 runs re-checked: 4 not passing, 0 differing"),
+        text.contains(&format!(
+            "11 runs re-checked: {not_passing} not passing, 0 differing"
+        )),
         "{text}"
     );
-    assert!(text.contains("I3,I7,I8,I9"), "{text}");
+    assert!(text.contains(violated), "{text}");
 }
