@@ -28,7 +28,12 @@ fn main() {
     let dirty = !commit.is_empty()
         && Command::new("git")
             .args(["status", "--porcelain", "--untracked-files=no", "--"])
-            .args([".", "../suites/conformance.yaml", "../Cargo.toml", "../Cargo.lock"])
+            .args([
+                ".",
+                "../suites/conformance.yaml",
+                "../Cargo.toml",
+                "../Cargo.lock",
+            ])
             .output()
             .ok()
             .filter(|out| out.status.success())
