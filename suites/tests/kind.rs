@@ -50,6 +50,14 @@ impl Drop for Cluster {
     }
 }
 
+/// Whether the local Docker engine holds the image.
+fn image_exists(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn kind_cache() -> String {
     std::env::var("RAFTCERT_KIND_CACHE").unwrap_or_else(|_| "/var/cache/raftcert-kind".into())
 }
@@ -71,11 +79,7 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
     let tools = ["kind", "kubectl", "etcd"]
         .iter()
         .all(|t| Path::new(&kind_cache()).join("bin").join(t).is_file());
-    let built = tools
-        && Command::new("docker")
-            .args(["image", "inspect", &image])
-            .output()
-            .is_ok_and(|o| o.status.success());
+    let built = tools && image_exists(&image);
     if !built {
         if wanted != "build" {
             eprintln!(
@@ -126,12 +130,7 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
         "raftcert/coreos-etcd-operator:v0.9.4",
         "raftcert/coreos-etcd:v3.6.5",
     ];
-    let have_images = images.iter().all(|image| {
-        Command::new("docker")
-            .args(["image", "inspect", image])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let have_images = images.iter().all(|image| image_exists(image));
     if !have_images {
         eprintln!(
             "\n\

@@ -384,7 +384,7 @@ async fn drive(
             deadline_ms: settle.as_millis() as u64,
         });
         let step_started = Instant::now();
-        let step_seq = recorder.snapshot().events.len();
+        let step_seq = recorder.recorded();
         let mut replaced: Vec<(String, String)> = Vec::new();
         let seed = spec.seed ^ index as u64;
         let mut doomed = |victims: Vec<String>, fault: FaultKind| {
@@ -464,8 +464,10 @@ async fn drive(
         let deadline = step_started + settle;
         let mut pending = inject;
         let settled = loop {
-            if let Some(fault) = pending
-                && injection_due(&fault, &recorder.snapshot(), step_seq, step_started)
+            // One copy of the trace serves the trigger and the choice of member.
+            let so_far = pending.map(|_| recorder.snapshot());
+            if let (Some(fault), Some(so_far)) = (pending, &so_far)
+                && injection_due(&fault, so_far, step_seq, step_started)
             {
                 pending = None;
                 let injected = if fault.fault == FaultKind::CrashDeployer {
@@ -482,7 +484,7 @@ async fn drive(
                     };
                     let selector = fault.member.unwrap_or(MemberSelector::Random);
                     let wanted = members_wanted(&book, &views, desired);
-                    match pick(&selector, &recorder.snapshot(), &wanted, seed) {
+                    match pick(&selector, so_far, &wanted, seed) {
                         Some(slot) => {
                             doom(&views, &recorder, &mut replaced, &slot, fault.fault);
                             delete_member(client, namespace, &slot, removal, &has_data, &recorder)
@@ -908,15 +910,7 @@ async fn save_operator_logs(
     };
     for pod in list.items {
         let name = pod.name_any();
-        for (previous, suffix) in [(true, ".previous.log"), (false, ".log")] {
-            let params = kube::api::LogParams {
-                previous,
-                ..Default::default()
-            };
-            if let Ok(text) = pods.logs(&name, &params).await {
-                let _ = std::fs::write(dir.join(format!("operator-{name}{suffix}")), text);
-            }
-        }
+        save_pod_log(&pods, &name, None, dir, &format!("operator-{name}")).await;
     }
 }
 
@@ -961,15 +955,27 @@ async fn save_events(client: &Client, namespace: &str, dir: &std::path::Path) {
 /// Keeps each member container's log (current and previous instance).
 async fn save_logs(pods: &Api<Pod>, slots: &[SlotInfo], container: &str, dir: &std::path::Path) {
     for slot in slots {
-        for (previous, suffix) in [(true, ".previous.log"), (false, ".log")] {
-            let params = kube::api::LogParams {
-                container: Some(container.to_string()),
-                previous,
-                ..Default::default()
-            };
-            if let Ok(text) = pods.logs(&slot.name, &params).await {
-                let _ = std::fs::write(dir.join(format!("{}{suffix}", slot.name)), text);
-            }
+        save_pod_log(pods, &slot.name, Some(container), dir, &slot.name).await;
+    }
+}
+
+/// Writes a pod's log as `<file>.log`, and its previous instance's as
+/// `<file>.previous.log`; a pod or instance that is gone writes nothing.
+async fn save_pod_log(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: Option<&str>,
+    dir: &std::path::Path,
+    file: &str,
+) {
+    for (previous, suffix) in [(true, ".previous.log"), (false, ".log")] {
+        let params = kube::api::LogParams {
+            container: container.map(str::to_string),
+            previous,
+            ..Default::default()
+        };
+        if let Ok(text) = pods.logs(pod, &params).await {
+            let _ = std::fs::write(dir.join(format!("{file}{suffix}")), text);
         }
     }
 }

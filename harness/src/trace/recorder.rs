@@ -87,6 +87,15 @@ impl Recorder {
         }
     }
 
+    /// How many events were recorded so far.
+    pub fn recorded(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .len()
+    }
+
     /// A copy of everything recorded so far.
     pub fn snapshot(&self) -> Trace {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
