@@ -312,8 +312,9 @@ struct SuiteRun {
     backend: BackendChoice,
     skipped: Vec<String>,
     seed: u64,
-    /// Kubernetes runs: the profile and the server version.
-    kube: Option<(raftcert::kube::profile::Profile, String)>,
+    /// Kubernetes runs: the profile, the server version, and how faults
+    /// below the API reach the members (or why they cannot).
+    kube: Option<(raftcert::kube::profile::Profile, String, String)>,
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -375,10 +376,12 @@ async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let mut kubernetes = None;
+    let mut node_faults = None;
     let mut backend_name = done.backend.name().to_string();
-    if let Some((profile, server)) = &done.kube {
+    if let Some((profile, server, nodes)) = &done.kube {
         backend_name = "kube".to_string();
         kubernetes = Some(server.clone());
+        node_faults = Some(nodes.clone());
         let mut artifacts = Vec::new();
         for (manifest, path) in profile
             .install
@@ -427,6 +430,7 @@ async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
             backend: backend_name,
             engines,
             kubernetes,
+            node_faults,
             host: bundle::host_platform(),
         },
         suite: done.suite_name.clone(),
@@ -712,6 +716,14 @@ async fn run_suite_kube(
             profile.name
         );
     }
+    let nodes = kube::nodes::NodeAccess::probe(&client).await;
+    let node_faults = match &nodes {
+        Ok(access) => format!(
+            "through the nodes of kind cluster {}: blackhole routes in the member pod's network namespace, SIGSTOP/SIGCONT to its container's processes",
+            access.cluster
+        ),
+        Err(why) => format!("not available: {why}"),
+    };
     let mut skipped = Vec::new();
     let mut scenarios = Vec::new();
     for scenario in suite
@@ -720,11 +732,12 @@ async fn run_suite_kube(
         .filter(|s| args.replicas.is_none_or(|r| s.max_replicas() == r))
         .filter(|s| args.scenarios.is_empty() || args.scenarios.contains(&s.name))
     {
-        match kube_run::unsupported_step(&profile, scenario) {
+        match kube_run::unsupported_step(&profile, scenario, &nodes) {
             Some(reason) => skipped.push(format!("{} ({reason})", scenario.name)),
             None => scenarios.push(scenario.clone()),
         }
     }
+    eprintln!("faults below the API: {node_faults}");
     if !skipped.is_empty() {
         eprintln!(
             "skipping {} scenario(s) on Kubernetes: {}",
@@ -762,6 +775,7 @@ async fn run_suite_kube(
                 seed: raftcert::util::splitmix64(seed ^ index as u64),
                 dir: out.join(&rel_dir),
                 rel_dir,
+                nodes: nodes.clone().ok(),
             },
         )
         .await;
@@ -805,7 +819,7 @@ async fn run_suite_kube(
         backend: BackendChoice::Process,
         skipped,
         seed,
-        kube: Some(((*profile).clone(), server)),
+        kube: Some(((*profile).clone(), server, node_faults)),
     })
 }
 

@@ -327,6 +327,7 @@ pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -
             .unwrap_or_else(|e| panic!("installing {}: {e}", profile.name));
     }
     let suite = Arc::new(Suite::builtin().expect("suite"));
+    let nodes = raftcert::kube::nodes::NodeAccess::probe(&client).await;
     let out = output_dir().join("kube-runs").join(&profile.name);
     let mut outcomes = Vec::new();
     for (index, name) in scenarios.iter().enumerate() {
@@ -336,7 +337,7 @@ pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -
             .find(|s| s.name == *name)
             .expect("scenario")
             .clone();
-        assert_eq!(run::unsupported_step(&profile, &scenario), None);
+        assert_eq!(run::unsupported_step(&profile, &scenario, &nodes), None);
         let result = run::run_scenario(
             &client,
             run::KubeRunSpec {
@@ -347,6 +348,7 @@ pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -
                 seed: 1,
                 dir: out.join(name),
                 rel_dir: format!("kube-runs/{}/{name}", profile.name),
+                nodes: nodes.clone().ok(),
             },
         )
         .await;
@@ -462,4 +464,103 @@ pub async fn coreos_operator_profile_checks(kubeconfig: &Path) {
     assert_eq!(wanted.len(), 3, "{wanted:?}");
     assert!(wanted.iter().any(|w| w == added[0]), "{wanted:?}");
     assert!(!wanted.contains(lost), "{lost} still wanted: {wanted:?}");
+}
+
+/// Faults below the API on a kind cluster (`raftcert::kube::nodes`), with
+/// the static StatefulSet profile: each scenario passes, and its trace
+/// shows the fault took hold, not merely that it was asked for.
+pub async fn node_fault_checks(kubeconfig: &Path) {
+    use raftcert::trace::{EventKind, FaultKind, Trace};
+    let scenarios = [
+        "leader-partitioned",
+        "member-disconnected",
+        "leader-killed-follower-frozen",
+    ];
+    let outcomes = run_profile(kubeconfig, "statefulset-static", &scenarios).await;
+    let traces: Vec<Trace> = outcomes
+        .iter()
+        .map(|run| {
+            assert!(
+                run.error.is_none() && run.status == RunStatus::Pass,
+                "{}",
+                explain(run)
+            );
+            raftcert::trace::read_trace(&output_dir().join(&run.trace)).expect("trace")
+        })
+        .collect();
+    // When a fault and its undo happened, and on which member.
+    let window = |trace: &Trace, on: FaultKind, off: FaultKind| {
+        let at = |wanted: FaultKind| {
+            trace.events.iter().find_map(|e| match &e.kind {
+                EventKind::FaultInjected { fault, slot } if *fault == wanted => {
+                    Some((e.t_ms, slot.clone()))
+                }
+                _ => None,
+            })
+        };
+        let (from, slot) = at(on).unwrap_or_else(|| panic!("no {on:?} in the trace"));
+        let (until, _) = at(off).unwrap_or_else(|| panic!("no {off:?} in the trace"));
+        (from, until, slot.expect("the fault names a member"))
+    };
+    let statuses =
+        |trace: &Trace, member: &str, from: u64, until: u64| -> Vec<(u64, String, u64)> {
+            trace
+                .events
+                .iter()
+                .filter(|e| e.t_ms > from && e.t_ms < until)
+                .filter_map(|e| match &e.kind {
+                    EventKind::MemberStatus {
+                        slot, leader, term, ..
+                    } if slot == member => Some((e.t_ms, leader.clone(), *term)),
+                    _ => None,
+                })
+                .collect()
+        };
+
+    // The cut-off leader cannot write, and the others elect a new leader
+    // (a higher term) before the network heals.
+    let trace = &traces[0];
+    let (cut, healed, isolated) = window(trace, FaultKind::Isolate, FaultKind::Heal);
+    let probe_of_isolated = trace.events.iter().find_map(|e| match &e.kind {
+        EventKind::WriteProbe { slot, ok, .. } if *slot == isolated => Some(*ok),
+        _ => None,
+    });
+    assert_eq!(probe_of_isolated, Some(false), "{}", explain(&outcomes[0]));
+    let term_before = trace
+        .events
+        .iter()
+        .filter(|e| e.t_ms <= cut)
+        .filter_map(|e| match &e.kind {
+            EventKind::MemberStatus { term, .. } => Some(*term),
+            _ => None,
+        })
+        .max()
+        .expect("a status before the cut");
+    let new_leader_elected = trace.events.iter().any(|e| {
+        e.t_ms > cut
+            && e.t_ms < healed
+            && matches!(&e.kind, EventKind::MemberStatus { slot, term, leader, .. }
+                if *slot != isolated && *term > term_before && leader != "0")
+    });
+    assert!(new_leader_elected, "{}", explain(&outcomes[0]));
+
+    // The disconnected member loses its leader while it is cut off.
+    let trace = &traces[1];
+    let (from, until, member) = window(trace, FaultKind::Disconnect, FaultKind::Reconnect);
+    let seen = statuses(trace, &member, from, until);
+    assert!(
+        seen.iter()
+            .any(|(_, leader, _)| leader == "0" || leader.is_empty()),
+        "{member} kept a leader while disconnected: {seen:?}"
+    );
+
+    // A frozen member answers nothing while it is stopped. Answers right
+    // after SIGCONT may be recorded just before the thaw event.
+    let trace = &traces[2];
+    let (from, until, member) = window(trace, FaultKind::Freeze, FaultKind::Thaw);
+    let seen = statuses(trace, &member, from + 200, until.saturating_sub(500));
+    assert!(
+        until - from >= 2_500 && seen.is_empty(),
+        "{member} answered while frozen ({from}..{until} ms): {seen:?}"
+    );
 }

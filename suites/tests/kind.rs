@@ -6,7 +6,8 @@
 //! loudly, with the commands to run.
 
 use raftcert_suites::{
-    coreos_operator_profile_checks, ensure_docker, repo_root, static_statefulset_profile_checks,
+    coreos_operator_profile_checks, ensure_docker, node_fault_checks, repo_root,
+    static_statefulset_profile_checks,
 };
 use std::path::Path;
 use std::process::Command;
@@ -124,6 +125,8 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
     // The smoke test loaded raftcert/etcd-smoke:3.6.5, which the Kubernetes
     // backend's static profile runs.
     static_statefulset_profile_checks(&cluster.kubeconfig).await;
+    // Partitions, disconnects and freezes through the kind node.
+    node_fault_checks(&cluster.kubeconfig).await;
 
     // coreos/etcd-operator, where its images were built on this machine.
     let images = [

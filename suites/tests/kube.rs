@@ -1,6 +1,8 @@
 //! The Kubernetes backend against a real cluster: the plain static
 //! StatefulSet profile bootstraps and survives a pod loss, and its
-//! scale-out, where nothing adds members, is caught by I2 and I3.
+//! scale-out, where nothing adds members, is caught by I2 and I3. On a kind
+//! cluster of the local Docker engine, partitions, disconnects and freezes
+//! are checked too.
 //!
 //! Runs when `RAFTCERT_KUBECONFIG` names a cluster whose nodes hold the
 //! profile's images, e.g. after
@@ -9,7 +11,7 @@
 //! `kind get kubeconfig --name raftcert > /tmp/kc`; otherwise it is skipped
 //! with that message.
 
-use raftcert_suites::static_statefulset_profile_checks;
+use raftcert_suites::{node_fault_checks, static_statefulset_profile_checks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_statefulset_profile_on_a_real_cluster() {
@@ -21,5 +23,13 @@ async fn static_statefulset_profile_on_a_real_cluster() {
         );
         return;
     };
-    static_statefulset_profile_checks(std::path::Path::new(&kubeconfig)).await;
+    let kubeconfig = std::path::Path::new(&kubeconfig);
+    static_statefulset_profile_checks(kubeconfig).await;
+    let client = raftcert::kube::connect(Some(kubeconfig))
+        .await
+        .expect("kubeconfig");
+    match raftcert::kube::nodes::NodeAccess::probe(&client).await {
+        Ok(_) => node_fault_checks(kubeconfig).await,
+        Err(why) => eprintln!("SKIPPED the partition, disconnect and freeze checks: {why}"),
+    }
 }

@@ -4,6 +4,8 @@
 //! the same invariants judge them.
 
 mod apply;
+mod nemesis;
+pub mod nodes;
 mod observe;
 pub mod profile;
 pub mod run;

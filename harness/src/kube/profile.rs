@@ -103,6 +103,23 @@ pub enum KubeFault {
     CrashOperator,
     /// Delete the member's pod and its PVC.
     LoseVolume,
+    /// Cut members off from the others (blackhole routes in their pods'
+    /// network namespaces; needs node access, see `kube::nodes`).
+    Partition,
+    /// Stop every process of a member's container for a while.
+    Freeze,
+    /// Drop everything a member sends off its pod for a while.
+    Disconnect,
+}
+
+impl KubeFault {
+    /// Whether the fault is applied through the nodes, not the API.
+    pub fn needs_nodes(self) -> bool {
+        matches!(
+            self,
+            KubeFault::Partition | KubeFault::Freeze | KubeFault::Disconnect
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

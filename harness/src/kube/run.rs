@@ -2,12 +2,17 @@
 //! namespace per run, steps as replica patches and API-level faults, the
 //! observers recording, the invariants judging the trace.
 
+use super::nemesis::{Nemesis, Undo};
+use super::nodes::NodeAccess;
 use super::observe::{self, DataState, PodViews};
 use super::profile::{KubeFault, Profile, fill};
 use super::slots::SlotBook;
 use super::{KubeError, apply};
 use crate::report::{RunResult, RunStatus};
-use crate::scenario::model::{Inject, MemberSelector, Scenario, StepAction, Suite, Trigger};
+use crate::scenario::model::{
+    Dur, FreezeSpec, Inject, IsolateSet, MemberSelector, PartitionSpec, Scenario, StepAction,
+    Suite, Trigger,
+};
 use crate::trace::{
     EventKind, FaultKind, MemberInfo, MembershipOp, Recorder, SlotInfo, TRACE_FORMAT,
 };
@@ -27,9 +32,25 @@ const CLAIM_GONE: Duration = Duration::from_secs(120);
 /// How long a settled step waits for the operator's status to catch up.
 pub const STATUS_GRACE: Duration = Duration::from_secs(10);
 
-/// Which steps the Kubernetes backend can drive for this profile; the
-/// reason when it cannot.
-pub fn unsupported_step(profile: &Profile, scenario: &Scenario) -> Option<String> {
+/// Which steps the Kubernetes backend can drive for this profile, with
+/// node access (`nodes`) or the reason there is none; the reason when it
+/// cannot.
+pub fn unsupported_step(
+    profile: &Profile,
+    scenario: &Scenario,
+    nodes: &Result<NodeAccess, String>,
+) -> Option<String> {
+    let allowed = |fault: KubeFault| {
+        if !profile.faults.contains(&fault) {
+            return Some(format!("profile {} does not allow {fault:?}", profile.name));
+        }
+        match nodes {
+            Err(why) if fault.needs_nodes() => {
+                Some(format!("{fault:?} needs access to the nodes: {why}"))
+            }
+            _ => None,
+        }
+    };
     scenario.steps.iter().find_map(|step| {
         if let Some(inject) = &step.inject {
             let fault = match inject.fault {
@@ -37,18 +58,21 @@ pub fn unsupported_step(profile: &Profile, scenario: &Scenario) -> Option<String
                 FaultKind::Kill => KubeFault::KillPod,
                 FaultKind::LoseVolume => KubeFault::LoseVolume,
                 FaultKind::CrashDeployer => KubeFault::CrashOperator,
+                FaultKind::Isolate => KubeFault::Partition,
+                FaultKind::Freeze => KubeFault::Freeze,
+                FaultKind::Disconnect => KubeFault::Disconnect,
                 other => {
                     return Some(format!(
                         "injecting {other:?} mid-step is not driven on Kubernetes yet"
                     ));
                 }
             };
-            if !profile.faults.contains(&fault) {
-                return Some(format!("profile {} does not allow {fault:?}", profile.name));
+            if let Some(why) = allowed(fault) {
+                return Some(why);
             }
         }
         let fault = match &step.action {
-            StepAction::Bootstrap(_) | StepAction::Scale(_) => return None,
+            StepAction::Bootstrap(_) | StepAction::Scale(_) | StepAction::Wait => return None,
             StepAction::DeletePod(_)
             | StepAction::Restart(_)
             | StepAction::RollingRestart
@@ -56,10 +80,11 @@ pub fn unsupported_step(profile: &Profile, scenario: &Scenario) -> Option<String
             StepAction::Kill(_) => KubeFault::KillPod,
             StepAction::LoseVolume(_) => KubeFault::LoseVolume,
             StepAction::CrashDeployer => KubeFault::CrashOperator,
-            other => return Some(format!("{} is not driven on Kubernetes yet", other.name())),
+            StepAction::Partition(_) => KubeFault::Partition,
+            StepAction::Freeze(_) => KubeFault::Freeze,
+            StepAction::Disconnect(_) => KubeFault::Disconnect,
         };
-        (!profile.faults.contains(&fault))
-            .then(|| format!("profile {} does not allow {fault:?}", profile.name))
+        allowed(fault)
     })
 }
 
@@ -71,6 +96,8 @@ pub struct KubeRunSpec {
     pub seed: u64,
     pub dir: PathBuf,
     pub rel_dir: String,
+    /// Node access for faults below the API, when the cluster allows it.
+    pub nodes: Option<NodeAccess>,
 }
 
 impl KubeRunSpec {
@@ -372,6 +399,14 @@ async fn drive(
 
     let mut desired = 0;
     let mut abort = None;
+    let mut nemesis = spec.nodes.clone().map(|nodes| {
+        Nemesis::new(
+            nodes,
+            pods.clone(),
+            profile.members.container.clone(),
+            recorder.clone(),
+        )
+    });
     for (index, (name, action, settle, inject)) in expand_steps(spec).into_iter().enumerate() {
         let target = match action {
             StepAction::Bootstrap(n) | StepAction::Scale(n) => n,
@@ -387,6 +422,7 @@ async fn drive(
         let step_seq = recorder.recorded();
         let mut replaced: Vec<(String, String)> = Vec::new();
         let seed = spec.seed ^ index as u64;
+        let mut undo_at: Option<(Instant, Undo)> = None;
         let mut doomed = |victims: Vec<String>, fault: FaultKind| {
             for slot in &victims {
                 doom(&views, &recorder, &mut replaced, slot, fault);
@@ -435,6 +471,26 @@ async fn drive(
                 });
                 crash_operator(client, profile, namespace).await
             }
+            StepAction::Partition(_) | StepAction::Freeze(_) | StepAction::Disconnect(_) => {
+                match hold_fault(
+                    nemesis.as_mut(),
+                    &action,
+                    &recorder.snapshot(),
+                    &members_wanted(&book, &views, desired),
+                    &views,
+                    &book,
+                    seed,
+                )
+                .await
+                {
+                    Ok(undo) => {
+                        undo_at = undo;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            StepAction::Wait => Ok(()),
             StepAction::FullRestart => {
                 let everyone = members_wanted(&book, &views, desired)
                     .into_iter()
@@ -451,10 +507,9 @@ async fn drive(
                 )
                 .await
             }
-            other => Err(KubeError::Unsupported(format!(
-                "{} is not driven on Kubernetes yet",
-                other.name()
-            ))),
+            StepAction::RollingRestart => Err(KubeError::Unsupported(
+                "a rolling restart is expanded before it runs".into(),
+            )),
         };
         if let Err(e) = acted {
             abort = Some(format!("step {name}: {e}"));
@@ -476,6 +531,19 @@ async fn drive(
                         slot: None,
                     });
                     crash_operator(client, profile, namespace).await
+                } else if let Some(action) = held_action(&fault) {
+                    let wanted = members_wanted(&book, &views, desired);
+                    hold_fault(
+                        nemesis.as_mut(),
+                        &action,
+                        so_far,
+                        &wanted,
+                        &views,
+                        &book,
+                        seed,
+                    )
+                    .await
+                    .map(|undo| undo_at = undo)
                 } else {
                     let removal = match fault.fault {
                         FaultKind::Kill => Removal::Immediate,
@@ -498,7 +566,17 @@ async fn drive(
                     break false;
                 }
             }
-            if pending.is_none() && is_settled(&recorder, &views, &book, desired, &replaced) {
+            if undo_at
+                .as_ref()
+                .is_some_and(|(at, _)| Instant::now() >= *at)
+                && let (Some((_, undo)), Some(nemesis)) = (undo_at.take(), nemesis.as_mut())
+                && let Err(e) = nemesis.undo(undo).await
+            {
+                abort = Some(format!("step {name}: taking a fault back: {e}"));
+                break false;
+            }
+            let holding = pending.is_some() || undo_at.is_some();
+            if !holding && is_settled(&recorder, &views, &book, desired, &replaced) {
                 break true;
             }
             if Instant::now() >= deadline {
@@ -506,6 +584,11 @@ async fn drive(
             }
             tokio::time::sleep(SETTLE_POLL).await;
         };
+        if let Some(nemesis) = nemesis.as_mut()
+            && let Err(e) = nemesis.undo_all().await
+        {
+            abort.get_or_insert(format!("step {name}: taking faults back: {e}"));
+        }
         if settled && let Some(status) = &profile.status {
             // Controllers publish status after the fact: it gets a grace to
             // catch up before the step ends and I9 compares.
@@ -527,6 +610,15 @@ async fn drive(
                     .collect()
             }),
         });
+        if abort.is_some() {
+            break;
+        }
+    }
+    // A step that failed to start may have left a fault in force.
+    if let Some(nemesis) = nemesis.as_mut()
+        && let Err(e) = nemesis.undo_all().await
+    {
+        abort.get_or_insert(format!("taking faults back: {e}"));
     }
     drop(observers);
     book.close();
@@ -584,6 +676,84 @@ fn expand_steps(spec: &KubeRunSpec) -> Vec<(String, StepAction, Duration, Option
         }
     }
     steps
+}
+
+/// The step a held mid-step fault amounts to (`isolate` of one member for
+/// a while is a partition of that member).
+fn held_action(inject: &Inject) -> Option<StepAction> {
+    let member = inject.member.unwrap_or(MemberSelector::Random);
+    let duration = inject.duration.unwrap_or(Dur(Duration::ZERO));
+    match inject.fault {
+        FaultKind::Isolate => Some(StepAction::Partition(PartitionSpec {
+            isolate: IsolateSet::One(member),
+            duration,
+        })),
+        FaultKind::Freeze => Some(StepAction::Freeze(FreezeSpec { member, duration })),
+        FaultKind::Disconnect => Some(StepAction::Disconnect(FreezeSpec { member, duration })),
+        _ => None,
+    }
+}
+
+/// Applies a fault held below the API (a partition, a freeze or a
+/// disconnect); returns when and how to take it back.
+async fn hold_fault(
+    nemesis: Option<&mut Nemesis>,
+    action: &StepAction,
+    trace: &crate::trace::Trace,
+    wanted: &[SlotInfo],
+    views: &PodViews,
+    book: &SlotBook,
+    seed: u64,
+) -> Result<Option<(Instant, Undo)>, KubeError> {
+    let Some(nemesis) = nemesis else {
+        return Err(KubeError::Unsupported(format!(
+            "{} needs access to the nodes",
+            action.name()
+        )));
+    };
+    let member = |selector: MemberSelector| {
+        pick(&selector, trace, wanted, seed).ok_or_else(no_member_to_pick)
+    };
+    let (undo, duration) = match action {
+        StepAction::Partition(spec) => {
+            let selectors: Vec<MemberSelector> = match spec.isolate {
+                IsolateSet::One(selector) => vec![selector],
+                IsolateSet::Ordinals(mask) => IsolateSet::ordinals(mask)
+                    .map(MemberSelector::Ordinal)
+                    .collect(),
+            };
+            let mut isolated = Vec::new();
+            for selector in selectors {
+                let slot = member(selector)?;
+                if !isolated.contains(&slot) {
+                    isolated.push(slot);
+                }
+            }
+            let running: Vec<String> = views
+                .lock()
+                .map(|v| {
+                    v.iter()
+                        .filter(|(slot, view)| view.running && !isolated.contains(slot))
+                        .map(|(slot, _)| slot.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            nemesis.cut(&isolated, &running, book).await?;
+            (Undo::Heal, spec.duration)
+        }
+        StepAction::Freeze(spec) => (nemesis.freeze(&member(spec.member)?).await?, spec.duration),
+        StepAction::Disconnect(spec) => (
+            nemesis.disconnect(&member(spec.member)?).await?,
+            spec.duration,
+        ),
+        other => {
+            return Err(KubeError::Unsupported(format!(
+                "{} is not a fault held below the API",
+                other.name()
+            )));
+        }
+    };
+    Ok(Some((Instant::now() + duration.0, undo)))
 }
 
 /// Records a fault on a member pod, and remembers which pod it was (by
@@ -977,5 +1147,83 @@ async fn save_pod_log(
         if let Ok(text) = pods.logs(pod, &params).await {
             let _ = std::fs::write(dir.join(format!("{file}{suffix}")), text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> Profile {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/operators/statefulset-static");
+        Profile::load(&dir).expect("the shipped static profile")
+    }
+
+    fn scenario(name: &str) -> Scenario {
+        Suite::builtin()
+            .expect("built-in suite")
+            .scenarios
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("scenario")
+    }
+
+    #[test]
+    fn faults_below_the_api_need_node_access() {
+        let no_nodes: Result<NodeAccess, String> = Err("node x is not a kind node".into());
+        let nodes = Ok(NodeAccess {
+            cluster: "test".into(),
+        });
+        for name in [
+            "leader-partitioned",
+            "minority-partitioned-mid-scale-out",
+            "member-disconnected",
+            "leader-killed-follower-frozen",
+        ] {
+            let why = unsupported_step(&profile(), &scenario(name), &no_nodes)
+                .unwrap_or_else(|| panic!("{name} ran without node access"));
+            assert!(why.contains("node x is not a kind node"), "{name}: {why}");
+            assert_eq!(unsupported_step(&profile(), &scenario(name), &nodes), None);
+        }
+        // API-level faults do not care.
+        assert_eq!(
+            unsupported_step(&profile(), &scenario("pod-loss"), &no_nodes),
+            None
+        );
+    }
+
+    #[test]
+    fn a_profile_can_refuse_a_fault_below_the_api() {
+        let mut profile = profile();
+        profile.faults.retain(|f| *f != KubeFault::Freeze);
+        let nodes = Ok(NodeAccess {
+            cluster: "test".into(),
+        });
+        let why = unsupported_step(&profile, &scenario("leader-killed-follower-frozen"), &nodes)
+            .expect("freeze is not allowed");
+        assert!(why.contains("does not allow Freeze"), "{why}");
+    }
+
+    #[test]
+    fn a_held_mid_step_fault_is_a_step_of_its_kind() {
+        let inject = Inject {
+            after: Trigger::AfterMemberAdd,
+            fault: FaultKind::Isolate,
+            member: Some(MemberSelector::Follower),
+            duration: Some(Dur(Duration::from_secs(5))),
+        };
+        assert_eq!(
+            held_action(&inject),
+            Some(StepAction::Partition(PartitionSpec {
+                isolate: IsolateSet::One(MemberSelector::Follower),
+                duration: Dur(Duration::from_secs(5)),
+            }))
+        );
+        let kill = Inject {
+            fault: FaultKind::Kill,
+            ..inject
+        };
+        assert_eq!(held_action(&kill), None);
     }
 }

@@ -59,6 +59,10 @@ pub struct Environment {
     pub engines: Vec<EngineBuild>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<String>,
+    /// Kubernetes: how partitions, freezes and disconnects reached the
+    /// members, or why they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_faults: Option<String>,
     /// `linux/x86_64`.
     pub host: String,
 }

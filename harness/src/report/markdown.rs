@@ -84,6 +84,9 @@ fn write_certificate(out: &mut String, cert: &super::bundle::Certificate) -> fmt
     if let Some(kubernetes) = &cert.environment.kubernetes {
         writeln!(out, "- Kubernetes: {}", code(kubernetes))?;
     }
+    if let Some(node_faults) = &cert.environment.node_faults {
+        writeln!(out, "- Faults below the API: {node_faults}")?;
+    }
     for engine in &cert.environment.engines {
         writeln!(
             out,
