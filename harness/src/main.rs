@@ -203,13 +203,13 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         tokio::select! {
             r = dispatch(cli) => r,
-            _ = tokio::signal::ctrl_c() => {
+            code = interrupted() => {
                 for namespace in raftcert::kube::run::delete_live_namespaces().await {
                     eprintln!("deleted namespace {namespace}");
                 }
                 raftcert::backend::cleanup::cleanup_everything();
                 eprintln!("interrupted: every member process stopped, temporary data removed");
-                Ok(ExitCode::from(130))
+                Ok(ExitCode::from(code))
             }
         }
     });
@@ -224,6 +224,22 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (a cancelled CI job, `timeout`); the exit code to
+/// end with, 128 + the signal.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => 130,
+            _ = term.recv() => 143,
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            130
         }
     }
 }

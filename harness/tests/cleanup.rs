@@ -162,9 +162,15 @@ async fn a_panic_mid_run_leaves_nothing_behind() {
     assert!(left.is_empty(), "processes left: {left:?}");
 }
 
-#[test]
-fn ctrl_c_of_the_cli_leaves_nothing_behind() {
-    let out = output_dir().join("cleanup-ctrl-c");
+/// Ctrl-C at a terminal, SIGTERM from a cancelled CI job or `timeout`.
+#[rstest::rstest]
+#[case::ctrl_c(nix::sys::signal::Signal::SIGINT, 130)]
+#[case::sigterm(nix::sys::signal::Signal::SIGTERM, 143)]
+fn an_interrupted_cli_leaves_nothing_behind(
+    #[case] signal: nix::sys::signal::Signal,
+    #[case] code: i32,
+) {
+    let out = output_dir().join(format!("cleanup-{signal}"));
     let _ = std::fs::remove_dir_all(&out);
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftcert"))
         .args([
@@ -194,13 +200,9 @@ fn ctrl_c_of_the_cli_leaves_nothing_behind() {
         assert!(Instant::now() < deadline, "members never started");
         std::thread::sleep(Duration::from_millis(100));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("send SIGINT");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("send signal");
     let status = child.wait().expect("raftcert exits");
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(code));
     let mut stderr = String::new();
     if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {

@@ -518,6 +518,7 @@ async fn drive(
         desired = target;
         let deadline = step_started + settle;
         let mut pending = inject;
+        let mut fresh_from = step_seq;
         let settled = loop {
             // One copy of the trace serves the trigger and the choice of member.
             let so_far = pending.map(|_| recorder.snapshot());
@@ -570,13 +571,16 @@ async fn drive(
                 .as_ref()
                 .is_some_and(|(at, _)| Instant::now() >= *at)
                 && let (Some((_, undo)), Some(nemesis)) = (undo_at.take(), nemesis.as_mut())
-                && let Err(e) = nemesis.undo(undo).await
             {
-                abort = Some(format!("step {name}: taking a fault back: {e}"));
-                break false;
+                if let Err(e) = nemesis.undo(undo).await {
+                    abort = Some(format!("step {name}: taking a fault back: {e}"));
+                    break false;
+                }
+                // Only what members report after the fault is over counts.
+                fresh_from = recorder.recorded();
             }
             let holding = pending.is_some() || undo_at.is_some();
-            if !holding && is_settled(&recorder, &views, &book, desired, &replaced) {
+            if !holding && is_settled(&recorder, &views, &book, desired, &replaced, fresh_from) {
                 break true;
             }
             if Instant::now() >= deadline {
@@ -1006,6 +1010,7 @@ fn is_settled(
     book: &SlotBook,
     desired: u32,
     replaced: &[(String, String)],
+    fresh_from: usize,
 ) -> bool {
     let wanted = members_wanted(book, views, desired);
     if wanted.len() != desired as usize {
@@ -1055,15 +1060,35 @@ fn is_settled(
     if listed != expected || !members.iter().all(|m| m.is_started() && !m.is_learner) {
         return false;
     }
-    wanted.iter().all(|slot| {
+    // Each wanted member's latest status, since the step began (or its
+    // fault ended) and since its current start, names one same leader.
+    let mut leaders = std::collections::BTreeSet::new();
+    let all_led = wanted.iter().all(|slot| {
         let start = trace.events.iter().rposition(
             |e| matches!(&e.kind, EventKind::ProcessStarted { slot: s, .. } if *s == slot.name),
         );
-        trace.events[start.map_or(0, |p| p + 1)..].iter().any(|e| {
-            matches!(&e.kind, EventKind::MemberStatus { slot: s, leader, .. }
-                if *s == slot.name && leader != "0" && !leader.is_empty())
-        })
-    })
+        let from = start.map_or(0, |p| p + 1).max(fresh_from);
+        let latest = trace
+            .events
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .find_map(|e| match &e.kind {
+                EventKind::MemberStatus {
+                    slot: s, leader, ..
+                } if *s == slot.name => Some(leader),
+                _ => None,
+            });
+        match latest {
+            Some(leader) if leader != "0" && !leader.is_empty() => {
+                leaders.insert(leader.clone());
+                true
+            }
+            _ => false,
+        }
+    });
+    all_led && leaders.len() == 1
 }
 
 /// Keeps the operator pods' logs: what it decided, in its own words.
