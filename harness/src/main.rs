@@ -1144,11 +1144,46 @@ fn list() -> anyhow::Result<ExitCode> {
         };
         println!("  etcd@{v:<10} {state}");
     }
+    list_profiles(Path::new("fixtures/operators"));
     println!("Invariants:");
     for inv in invariants::registry() {
         println!("  {:<3} {:<28} {}", inv.id, inv.title, inv.description);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operator profiles under `dir`, for `--backend kube --profile`.
+fn list_profiles(dir: &Path) {
+    use raftcert::kube::profile::{PROFILE_FILE, Profile};
+    println!("Operator profiles ({}, for --backend kube):", dir.display());
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(PROFILE_FILE).is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    if paths.is_empty() {
+        println!("  none here (run from the repository root)");
+    }
+    for path in paths {
+        match Profile::load(&path) {
+            Ok(profile) => {
+                let faults: Vec<&str> = profile.faults.iter().map(|f| f.name()).collect();
+                println!(
+                    "  {:<40} {} {}, {}; faults: {}",
+                    path.display(),
+                    profile.subject.name,
+                    profile.subject.version,
+                    profile.engine,
+                    faults.join(" ")
+                );
+            }
+            Err(e) => println!("  {:<40} does not load: {e}", path.display()),
+        }
+    }
 }
 
 async fn engines(to_provision: Vec<String>) -> anyhow::Result<ExitCode> {

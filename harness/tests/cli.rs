@@ -250,3 +250,28 @@ fn the_committed_kubernetes_findings_bundles_recheck_offline(
     );
     assert!(text.contains(violated), "{text}");
 }
+
+#[test]
+fn list_names_the_shipped_operator_profiles_with_their_faults() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .arg("list")
+        .current_dir(&root)
+        .output()
+        .expect("run raftcert");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for dir in std::fs::read_dir(root.join("fixtures/operators")).expect("fixtures/operators") {
+        let dir = dir.expect("entry").path();
+        if !dir.join("profile.yaml").is_file() {
+            continue;
+        }
+        let name = dir.file_name().expect("name").to_string_lossy().to_string();
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("fixtures/operators/{name} ")))
+            .unwrap_or_else(|| panic!("{name} is not listed:\n{stdout}"));
+        assert!(line.contains("faults: delete-pod"), "{line}");
+        assert!(!line.contains("does not load"), "{line}");
+    }
+}

@@ -517,30 +517,50 @@ pub async fn node_fault_checks(kubeconfig: &Path) {
                 .collect()
         };
 
-    // The cut-off leader cannot write, and the others elect a new leader
-    // (a higher term) before the network heals.
+    // The cut-off leader cannot write (its write times out), and the others
+    // elect a new leader (a higher term) before the network heals.
     let trace = &traces[0];
     let (cut, healed, isolated) = window(trace, FaultKind::Isolate, FaultKind::Heal);
-    let probe_of_isolated = trace.events.iter().find_map(|e| match &e.kind {
-        EventKind::WriteProbe { slot, ok, .. } if *slot == isolated => Some(*ok),
-        _ => None,
-    });
-    assert_eq!(probe_of_isolated, Some(false), "{}", explain(&outcomes[0]));
-    let term_before = trace
+    let last_before_cut = trace
         .events
         .iter()
         .filter(|e| e.t_ms <= cut)
         .filter_map(|e| match &e.kind {
-            EventKind::MemberStatus { term, .. } => Some(*term),
+            EventKind::MemberStatus {
+                slot,
+                member_id,
+                leader,
+                term,
+                ..
+            } if *slot == isolated => Some((member_id.clone(), leader.clone(), *term)),
             _ => None,
         })
-        .max()
-        .expect("a status before the cut");
+        .next_back();
+    let Some((isolated_id, leader_before, term_before)) = last_before_cut else {
+        panic!(
+            "no status of {isolated} before the cut: {}",
+            explain(&outcomes[0])
+        );
+    };
+    assert_eq!(
+        isolated_id, leader_before,
+        "{isolated} was not the leader at the cut"
+    );
+    let probe_of_isolated = trace.events.iter().find_map(|e| match &e.kind {
+        EventKind::WriteProbe {
+            slot, ok, error, ..
+        } if *slot == isolated => Some((*ok, error.clone().unwrap_or_default())),
+        _ => None,
+    });
+    assert!(
+        matches!(&probe_of_isolated, Some((false, error)) if error.contains("timed out")),
+        "the isolated leader's write: {probe_of_isolated:?}"
+    );
     let new_leader_elected = trace.events.iter().any(|e| {
         e.t_ms > cut
             && e.t_ms < healed
             && matches!(&e.kind, EventKind::MemberStatus { slot, term, leader, .. }
-                if *slot != isolated && *term > term_before && leader != "0")
+                if *slot != isolated && *term > term_before && *leader != isolated_id && leader != "0")
     });
     assert!(new_leader_elected, "{}", explain(&outcomes[0]));
 
@@ -554,13 +574,24 @@ pub async fn node_fault_checks(kubeconfig: &Path) {
         "{member} kept a leader while disconnected: {seen:?}"
     );
 
-    // A frozen member answers nothing while it is stopped. Answers right
-    // after SIGCONT may be recorded just before the thaw event.
+    // A frozen member answers nothing while it is stopped, and answers
+    // before and after. Answers right after SIGCONT may be recorded just
+    // before the thaw event, and the freeze is recorded just before it is
+    // applied: half a second is left out at each end.
     let trace = &traces[2];
     let (from, until, member) = window(trace, FaultKind::Freeze, FaultKind::Thaw);
-    let seen = statuses(trace, &member, from + 200, until.saturating_sub(500));
+    assert!(until - from >= 2_500, "frozen for {} ms only", until - from);
     assert!(
-        until - from >= 2_500 && seen.is_empty(),
+        !statuses(trace, &member, 0, from).is_empty(),
+        "{member} never answered before the freeze"
+    );
+    assert!(
+        !statuses(trace, &member, until, u64::MAX).is_empty(),
+        "{member} never answered after the thaw"
+    );
+    let seen = statuses(trace, &member, from + 500, until - 500);
+    assert!(
+        seen.is_empty(),
         "{member} answered while frozen ({from}..{until} ms): {seen:?}"
     );
 }

@@ -3,19 +3,15 @@
 //! in force, and taken back when its time is up or the step ends.
 
 use super::KubeError;
-use super::nodes::{HeldFaults, NodeAccess, Target};
+use super::nodes::{HeldFaults, HeldKind, NodeAccess, Target};
 use super::slots::SlotBook;
 use crate::engine::etcd::{ClientConfig, MemberClient};
+use crate::scenario::runner::PROBE_TIMEOUT;
 use crate::trace::{EventKind, FaultKind, Recorder};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::task::JoinSet;
-
-/// How long a write probe during a cut may take; a minority's write hangs
-/// until this runs out.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A held fault's way back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +50,9 @@ impl Nemesis {
     }
 
     /// Cuts `isolated` off from `rest` (the other running members), then
-    /// sends one write to each member on both sides.
+    /// sends one write to each member on both sides. The fault is recorded
+    /// once its pods are found, just before it is applied, as the local
+    /// runner does.
     pub async fn cut(
         &mut self,
         isolated: &[String],
@@ -67,8 +65,6 @@ impl Nemesis {
                 side.push(self.target(pod).await?);
             }
         }
-        self.held.cut(&self.nodes, &sides[0], &sides[1]).await?;
-        // Recorded once in force, so the trace times the fault itself.
         for slot in isolated {
             self.recorder.record(EventKind::FaultInjected {
                 fault: FaultKind::Isolate,
@@ -79,57 +75,83 @@ impl Nemesis {
             isolated: isolated.to_vec(),
             rest: rest.to_vec(),
         });
+        self.held.cut(&self.nodes, &sides[0], &sides[1]).await?;
         self.probe_writes(isolated, rest, book).await;
         Ok(())
     }
 
     pub async fn freeze(&mut self, slot: &str) -> Result<Undo, KubeError> {
         let target = self.target(slot).await?;
+        self.record(FaultKind::Freeze, Some(slot));
         self.held.freeze(&self.nodes, &target).await?;
-        self.recorder.record(EventKind::FaultInjected {
-            fault: FaultKind::Freeze,
-            slot: Some(slot.to_string()),
-        });
         Ok(Undo::Thaw(slot.to_string()))
     }
 
     pub async fn disconnect(&mut self, slot: &str) -> Result<Undo, KubeError> {
         let target = self.target(slot).await?;
+        self.record(FaultKind::Disconnect, Some(slot));
         self.held.disconnect(&self.nodes, &target).await?;
-        self.recorder.record(EventKind::FaultInjected {
-            fault: FaultKind::Disconnect,
-            slot: Some(slot.to_string()),
-        });
         Ok(Undo::Reconnect(slot.to_string()))
     }
 
+    fn record(&self, fault: FaultKind, slot: Option<&str>) {
+        self.recorder.record(EventKind::FaultInjected {
+            fault,
+            slot: slot.map(str::to_string),
+        });
+    }
+
+    /// Takes one held fault back, and records it once taken back.
     pub async fn undo(&mut self, undo: Undo) -> Result<(), KubeError> {
-        let (fault, slot) = match &undo {
-            Undo::Heal => (FaultKind::Heal, None),
-            Undo::Thaw(s) => (FaultKind::Thaw, Some(s.clone())),
-            Undo::Reconnect(s) => (FaultKind::Reconnect, Some(s.clone())),
+        let done = match &undo {
+            Undo::Heal => self.held.undo(&self.nodes, HeldKind::Cut, None).await,
+            Undo::Thaw(slot) => {
+                self.held
+                    .undo(&self.nodes, HeldKind::Freeze, Some(slot))
+                    .await
+            }
+            Undo::Reconnect(slot) => {
+                self.held
+                    .undo(&self.nodes, HeldKind::Disconnect, Some(slot))
+                    .await
+            }
         };
-        let done = self.held.undo(&self.nodes, slot.as_deref()).await;
-        self.recorder
-            .record(EventKind::FaultInjected { fault, slot });
-        if undo == Undo::Heal {
-            self.recorder.record(EventKind::NetworkHealed);
+        match &undo {
+            Undo::Heal => {
+                self.record(FaultKind::Heal, None);
+                self.recorder.record(EventKind::NetworkHealed);
+            }
+            Undo::Thaw(slot) => self.record(FaultKind::Thaw, Some(slot)),
+            Undo::Reconnect(slot) => self.record(FaultKind::Reconnect, Some(slot)),
         }
         done
     }
 
-    /// Takes back everything still held (a step that ran out of time).
+    /// Takes back everything still held (a step that ran out of time, or
+    /// one whose fault had no `for:`); the first failure is returned.
     pub async fn undo_all(&mut self) -> Result<(), KubeError> {
-        if self.held.is_empty() {
-            return Ok(());
+        let mut undos: Vec<Undo> = self
+            .held
+            .pods(HeldKind::Freeze)
+            .into_iter()
+            .map(Undo::Thaw)
+            .collect();
+        undos.extend(
+            self.held
+                .pods(HeldKind::Disconnect)
+                .into_iter()
+                .map(Undo::Reconnect),
+        );
+        if !self.held.pods(HeldKind::Cut).is_empty() {
+            undos.push(Undo::Heal);
         }
-        self.recorder.record(EventKind::FaultInjected {
-            fault: FaultKind::Heal,
-            slot: None,
-        });
-        let done = self.held.undo(&self.nodes, None).await;
-        self.recorder.record(EventKind::NetworkHealed);
-        done
+        let mut first_error = None;
+        for undo in undos {
+            if let Err(e) = self.undo(undo).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// One write to every member of both sides at once, through its
@@ -158,6 +180,12 @@ impl Nemesis {
             })
             .collect();
         let quorum = voters.len() / 2 + 1;
+        // A voter on neither side (its pod not running at the cut) is cut
+        // from nobody, so it may lend either side its vote.
+        let unplaced = voters
+            .iter()
+            .filter(|v| !isolated.contains(v) && !rest.contains(v))
+            .count();
         let endpoints = book.endpoints();
         let config = ClientConfig {
             tls: None,
@@ -165,7 +193,8 @@ impl Nemesis {
         };
         let mut probes = JoinSet::new();
         for side in [isolated, rest] {
-            let side_has_quorum = voters.iter().filter(|v| side.contains(v)).count() >= quorum;
+            let side_has_quorum =
+                voters.iter().filter(|v| side.contains(v)).count() + unplaced >= quorum;
             for slot in side {
                 let Some(port) = endpoints.get(slot) else {
                     continue;
@@ -182,15 +211,6 @@ impl Nemesis {
                 });
             }
         }
-        while let Some(joined) = probes.join_next().await {
-            if let Ok((slot, side_has_quorum, outcome)) = joined {
-                self.recorder.record(EventKind::WriteProbe {
-                    slot,
-                    side_has_quorum,
-                    ok: outcome.is_ok(),
-                    error: outcome.err().map(|e| e.to_string()),
-                });
-            }
-        }
+        self.recorder.record_write_probes(probes).await;
     }
 }

@@ -14,6 +14,7 @@
 use super::KubeError;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, Client, ResourceExt};
+use std::time::Duration;
 
 /// The label kind puts on its node containers.
 const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
@@ -21,10 +22,14 @@ const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
 /// table (preference 0), so loopback and the pod's own address still work
 /// and everything else is dropped, whatever routes the CNI installed.
 const DISCONNECT_RULE_PREF: &str = "10";
+/// A `docker exec` on a node that takes longer is stuck.
+const NODE_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shell run on the node: signals every process in the pid namespace of
-/// `$1`, that is every process of the member's container.
-const SIGNAL_CONTAINER: &str = r#"ns=$(readlink /proc/$1/ns/pid) || exit 1
+/// `$1`, that is every process of the member's container, and refuses when
+/// that namespace is the node's own (the pid was reused by a node process).
+const SIGNAL_CONTAINER: &str = r#"ns=$(readlink "/proc/$1/ns/pid") || exit 1
+[ "$ns" != "$(readlink /proc/self/ns/pid)" ] || { echo "pid $1 is not in a container" >&2; exit 2; }
 for d in /proc/[0-9]*; do
   [ "$(readlink "$d/ns/pid" 2>/dev/null)" = "$ns" ] && kill "-$2" "${d#/proc/}" 2>/dev/null
 done
@@ -37,27 +42,49 @@ pub struct NodeAccess {
     pub cluster: String,
 }
 
-/// One member container as its node sees it.
+/// One member pod as its node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub pod: String,
-    pub ip: String,
+    /// The pod's IPs (one per family).
+    pub ips: Vec<String>,
     node: String,
-    /// The container's first process, in the node's pid namespace.
-    pid: u32,
+    /// The pod sandbox's process: its network namespace is the pod's, and
+    /// outlives restarts of the member container.
+    sandbox_pid: u32,
+    /// The member container's first process.
+    container_pid: u32,
 }
 
-/// A fault that is in force and how to take it back.
-#[derive(Debug, Clone)]
-enum Held {
-    Route { target: Target, dest: String },
-    Disconnected(Target),
-    Frozen(Target),
+impl Target {
+    fn families(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let v4 = self.ips.iter().any(|ip| !ip.contains(':'));
+        let v6 = self.ips.iter().any(|ip| ip.contains(':'));
+        [("-4", v4), ("-6", v6)]
+            .into_iter()
+            .filter_map(|(family, present)| present.then_some(family))
+    }
 }
 
-/// Faults in force in one run, taken back by `undo_all`, and with the
-/// run's namespace when the run ends early (routes and stopped processes
-/// go with their pods).
+/// Which kind of fault an entry of `HeldFaults` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldKind {
+    Cut,
+    Disconnect,
+    Freeze,
+}
+
+/// A fault in force on one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    kind: HeldKind,
+    target: Target,
+    /// For a cut: the address no longer reached.
+    dest: Option<String>,
+}
+
+/// Faults in force in one run. Routes, rules and stopped processes also go
+/// with their pods, so a run whose namespace is deleted leaves none behind.
 #[derive(Debug, Default)]
 pub struct HeldFaults {
     held: Vec<Held>,
@@ -119,10 +146,18 @@ impl NodeAccess {
             .status
             .as_ref()
             .ok_or_else(|| unreachable("no status"))?;
-        let ip = status
-            .pod_ip
-            .clone()
-            .ok_or_else(|| unreachable("no IP yet"))?;
+        let mut ips: Vec<String> = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|ip| ip.ip.clone())
+            .collect();
+        if ips.is_empty() {
+            ips.extend(status.pod_ip.clone());
+        }
+        if ips.is_empty() {
+            return Err(unreachable("no IP yet"));
+        }
         let container_id = status
             .container_statuses
             .iter()
@@ -131,25 +166,47 @@ impl NodeAccess {
             .and_then(|c| c.container_id.as_deref())
             .and_then(|id| id.split_once("://").map(|(_, id)| id.to_string()))
             .ok_or_else(|| unreachable(&format!("container {container} has not started")))?;
-        let inspected = docker(&["exec", &node, "crictl", "inspect", &container_id])
+        let inspect = |what: &'static str, id: String| {
+            let node = node.clone();
+            async move {
+                let text = docker(&["exec", &node, "crictl", what, &id]).await?;
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| format!("crictl {what}: {e}"))
+            }
+        };
+        let container_info = inspect("inspect", container_id)
             .await
             .map_err(|e| unreachable(&e))?;
-        let pid = serde_json::from_str::<serde_json::Value>(&inspected)
-            .ok()
-            .and_then(|v| v.pointer("/info/pid").and_then(|p| p.as_u64()))
-            .filter(|pid| *pid > 0)
-            .ok_or_else(|| unreachable("crictl inspect shows no running process"))?;
+        let pid = |info: &serde_json::Value| {
+            info.pointer("/info/pid")
+                .and_then(|p| p.as_u64())
+                .filter(|pid| *pid > 0)
+                .map(|pid| pid as u32)
+        };
+        let container_pid =
+            pid(&container_info).ok_or_else(|| unreachable("its container runs no process"))?;
+        let sandbox_id = container_info
+            .pointer("/info/sandboxID")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| unreachable("crictl inspect names no sandbox"))?
+            .to_string();
+        let sandbox_info = inspect("inspectp", sandbox_id)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let sandbox_pid =
+            pid(&sandbox_info).ok_or_else(|| unreachable("its sandbox runs no process"))?;
         Ok(Target {
             pod: pod.to_string(),
-            ip,
+            ips,
             node,
-            pid: pid as u32,
+            sandbox_pid,
+            container_pid,
         })
     }
 
     /// `ip <args>` in the target's network namespace.
     async fn ip(&self, target: &Target, args: &[&str]) -> Result<(), KubeError> {
-        let pid = target.pid.to_string();
+        let pid = target.sandbox_pid.to_string();
         let mut command = vec!["exec", &target.node, "nsenter", "-t", &pid, "-n", "ip"];
         command.extend_from_slice(args);
         docker(&command).await.map(|_| ()).map_err(|e| {
@@ -157,20 +214,8 @@ impl NodeAccess {
         })
     }
 
-    async fn route(&self, target: &Target, op: &str, dest: &str) -> Result<(), KubeError> {
-        self.ip(target, &["route", op, "blackhole", dest]).await
-    }
-
-    async fn disconnect_rule(&self, target: &Target, op: &str) -> Result<(), KubeError> {
-        self.ip(
-            target,
-            &["rule", op, "pref", DISCONNECT_RULE_PREF, "blackhole"],
-        )
-        .await
-    }
-
     async fn signal(&self, target: &Target, signal: &str) -> Result<(), KubeError> {
-        let pid = target.pid.to_string();
+        let pid = target.container_pid.to_string();
         docker(&[
             "exec",
             &target.node,
@@ -185,9 +230,71 @@ impl NodeAccess {
         .map(|_| ())
         .map_err(|e| KubeError::Unsupported(format!("SIG{signal} to pod {}: {e}", target.pod)))
     }
+
+    async fn apply(&self, held: &Held) -> Result<(), KubeError> {
+        self.change(held, true).await
+    }
+
+    async fn take_back(&self, held: &Held) -> Result<(), KubeError> {
+        self.change(held, false).await
+    }
+
+    async fn change(&self, held: &Held, on: bool) -> Result<(), KubeError> {
+        let t = &held.target;
+        match held.kind {
+            HeldKind::Cut => {
+                // A bare address is a host route, in either family.
+                let dest = held.dest.as_deref().unwrap_or_default();
+                let op = if on { "replace" } else { "del" };
+                self.ip(t, &["route", op, "blackhole", dest]).await
+            }
+            HeldKind::Disconnect => {
+                let op = if on { "add" } else { "del" };
+                for family in t.families() {
+                    self.ip(
+                        t,
+                        &[
+                            family,
+                            "rule",
+                            op,
+                            "pref",
+                            DISCONNECT_RULE_PREF,
+                            "blackhole",
+                        ],
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            HeldKind::Freeze => self.signal(t, if on { "STOP" } else { "CONT" }).await,
+        }
+    }
+
+    /// Whether the target's pod sandbox still runs on its node; when it does
+    /// not, its namespace and processes are gone with it.
+    async fn pod_alive(&self, target: &Target) -> bool {
+        docker(&[
+            "exec",
+            &target.node,
+            "test",
+            "-d",
+            &format!("/proc/{}", target.sandbox_pid),
+        ])
+        .await
+        .is_ok()
+    }
 }
 
 impl HeldFaults {
+    async fn hold(&mut self, nodes: &NodeAccess, held: Held) -> Result<(), KubeError> {
+        if self.held.contains(&held) {
+            return Ok(());
+        }
+        // Held before it is applied: a half-applied fault is taken back too.
+        self.held.push(held.clone());
+        nodes.apply(&held).await
+    }
+
     /// Drops traffic between every member of `a` and every member of `b`,
     /// both ways.
     pub async fn cut(
@@ -198,89 +305,92 @@ impl HeldFaults {
     ) -> Result<(), KubeError> {
         for (from, to) in [(a, b), (b, a)] {
             for source in from {
-                for dest in to {
-                    let dest = format!("{}/32", dest.ip);
-                    nodes.route(source, "replace", &dest).await?;
-                    self.held.push(Held::Route {
+                for dest in to.iter().flat_map(|t| t.ips.iter()) {
+                    let held = Held {
+                        kind: HeldKind::Cut,
                         target: source.clone(),
-                        dest,
-                    });
+                        dest: Some(dest.clone()),
+                    };
+                    self.hold(nodes, held).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Drops everything the member sends off the pod: peers, operator,
+    /// Drops everything the member sends off its pod: peers, operator,
     /// kubelet probes' answers.
     pub async fn disconnect(&mut self, nodes: &NodeAccess, t: &Target) -> Result<(), KubeError> {
-        nodes.disconnect_rule(t, "add").await?;
-        self.held.push(Held::Disconnected(t.clone()));
-        Ok(())
+        let held = Held {
+            kind: HeldKind::Disconnect,
+            target: t.clone(),
+            dest: None,
+        };
+        self.hold(nodes, held).await
     }
 
     /// Stops every process of the member's container.
     pub async fn freeze(&mut self, nodes: &NodeAccess, t: &Target) -> Result<(), KubeError> {
-        nodes.signal(t, "STOP").await?;
-        self.held.push(Held::Frozen(t.clone()));
-        Ok(())
+        let held = Held {
+            kind: HeldKind::Freeze,
+            target: t.clone(),
+            dest: None,
+        };
+        self.hold(nodes, held).await
     }
 
-    /// Takes back what is held for `pod` (all when `None`). A pod that is
-    /// gone took its namespace and processes with it, so failures on it are
-    /// not errors; the first other failure is returned.
-    pub async fn undo(&mut self, nodes: &NodeAccess, pod: Option<&str>) -> Result<(), KubeError> {
-        let (undo, keep): (Vec<Held>, Vec<Held>) =
-            std::mem::take(&mut self.held).into_iter().partition(|h| {
-                let target = match h {
-                    Held::Route { target, .. }
-                    | Held::Disconnected(target)
-                    | Held::Frozen(target) => target,
-                };
-                pod.is_none_or(|p| p == target.pod)
-            });
+    /// Takes back the faults of `kind` (on `pod` only, when given). A pod
+    /// that is gone took its namespace and processes with it, so failures on
+    /// it are not errors; any other failure keeps its fault held (for a later
+    /// retry) and the first is returned.
+    pub async fn undo(
+        &mut self,
+        nodes: &NodeAccess,
+        kind: HeldKind,
+        pod: Option<&str>,
+    ) -> Result<(), KubeError> {
+        let (undo, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.kind == kind && pod.is_none_or(|p| p == h.target.pod));
         self.held = keep;
         let mut first_error = None;
         for held in undo {
-            let (target, done) = match &held {
-                Held::Route { target, dest } => (target, nodes.route(target, "del", dest).await),
-                Held::Disconnected(target) => (target, nodes.disconnect_rule(target, "del").await),
-                Held::Frozen(target) => (target, nodes.signal(target, "CONT").await),
-            };
-            if let Err(e) = done
-                && process_alive(target).await
+            if let Err(e) = nodes.take_back(&held).await
+                && nodes.pod_alive(&held.target).await
             {
+                self.held.push(held);
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+    /// The pods holding a fault of `kind`, each once.
+    pub fn pods(&self, kind: HeldKind) -> Vec<String> {
+        let mut pods: Vec<String> = Vec::new();
+        for held in self.held.iter().filter(|h| h.kind == kind) {
+            if !pods.contains(&held.target.pod) {
+                pods.push(held.target.pod.clone());
+            }
+        }
+        pods
     }
-}
-
-/// Whether the target's first process still exists on its node.
-async fn process_alive(target: &Target) -> bool {
-    docker(&[
-        "exec",
-        &target.node,
-        "test",
-        "-d",
-        &format!("/proc/{}", target.pid),
-    ])
-    .await
-    .is_ok()
 }
 
 /// Runs the docker CLI; its stdout, or its stderr as the error.
 async fn docker(args: &[&str]) -> Result<String, String> {
-    let out = tokio::process::Command::new("docker")
+    let run = tokio::process::Command::new("docker")
         .args(args)
         .kill_on_drop(true)
-        .output()
+        .output();
+    let out = tokio::time::timeout(NODE_COMMAND_TIMEOUT, run)
         .await
+        .map_err(|_| {
+            format!(
+                "docker {} did not finish within {NODE_COMMAND_TIMEOUT:?}",
+                args.first().unwrap_or(&"")
+            )
+        })?
         .map_err(|e| format!("running docker: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -113,6 +113,19 @@ pub enum KubeFault {
 }
 
 impl KubeFault {
+    /// The name a profile's `faults` list uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            KubeFault::DeletePod => "delete-pod",
+            KubeFault::KillPod => "kill-pod",
+            KubeFault::CrashOperator => "crash-operator",
+            KubeFault::LoseVolume => "lose-volume",
+            KubeFault::Partition => "partition",
+            KubeFault::Freeze => "freeze",
+            KubeFault::Disconnect => "disconnect",
+        }
+    }
+
     /// Whether the fault is applied through the nodes, not the API.
     pub fn needs_nodes(self) -> bool {
         matches!(
@@ -310,6 +323,23 @@ mod tests {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn fault_names_are_the_profile_spelling() {
+        for fault in [
+            KubeFault::DeletePod,
+            KubeFault::KillPod,
+            KubeFault::CrashOperator,
+            KubeFault::LoseVolume,
+            KubeFault::Partition,
+            KubeFault::Freeze,
+            KubeFault::Disconnect,
+        ] {
+            let parsed: Vec<KubeFault> =
+                serde_saphyr::from_str(&format!("[{}]", fault.name())).expect("parses");
+            assert_eq!(parsed, vec![fault]);
+        }
     }
 
     #[test]

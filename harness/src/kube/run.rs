@@ -42,11 +42,15 @@ pub fn unsupported_step(
 ) -> Option<String> {
     let allowed = |fault: KubeFault| {
         if !profile.faults.contains(&fault) {
-            return Some(format!("profile {} does not allow {fault:?}", profile.name));
+            return Some(format!(
+                "profile {} does not allow {}",
+                profile.name,
+                fault.name()
+            ));
         }
         match nodes {
             Err(why) if fault.needs_nodes() => {
-                Some(format!("{fault:?} needs access to the nodes: {why}"))
+                Some(format!("{} needs access to the nodes: {why}", fault.name()))
             }
             _ => None,
         }
@@ -422,7 +426,8 @@ async fn drive(
         let step_seq = recorder.recorded();
         let mut replaced: Vec<(String, String)> = Vec::new();
         let seed = spec.seed ^ index as u64;
-        let mut undo_at: Option<(Instant, Undo)> = None;
+        // Held faults and when each is taken back.
+        let mut timers: Vec<(Instant, Undo)> = Vec::new();
         let mut doomed = |victims: Vec<String>, fault: FaultKind| {
             for slot in &victims {
                 doom(&views, &recorder, &mut replaced, slot, fault);
@@ -483,8 +488,8 @@ async fn drive(
                 )
                 .await
                 {
-                    Ok(undo) => {
-                        undo_at = undo;
+                    Ok((undo, until)) => {
+                        timers.push((until, undo));
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -544,7 +549,12 @@ async fn drive(
                         seed,
                     )
                     .await
-                    .map(|undo| undo_at = undo)
+                    .map(|(undo, until)| {
+                        // Without `for:`, the fault holds until the step ends.
+                        if fault.duration.is_some() {
+                            timers.push((until, undo));
+                        }
+                    })
                 } else {
                     let removal = match fault.fault {
                         FaultKind::Kill => Removal::Immediate,
@@ -567,19 +577,26 @@ async fn drive(
                     break false;
                 }
             }
-            if undo_at
-                .as_ref()
-                .is_some_and(|(at, _)| Instant::now() >= *at)
-                && let (Some((_, undo)), Some(nemesis)) = (undo_at.take(), nemesis.as_mut())
+            let now = Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) = timers.drain(..).partition(|(at, _)| now >= *at);
+            timers = later;
+            if let Some(nemesis) = nemesis.as_mut()
+                && !due.is_empty()
             {
-                if let Err(e) = nemesis.undo(undo).await {
+                let mut failed = None;
+                for (_, undo) in due {
+                    if let Err(e) = nemesis.undo(undo).await {
+                        failed.get_or_insert(e);
+                    }
+                }
+                if let Some(e) = failed {
                     abort = Some(format!("step {name}: taking a fault back: {e}"));
                     break false;
                 }
                 // Only what members report after the fault is over counts.
                 fresh_from = recorder.recorded();
             }
-            let holding = pending.is_some() || undo_at.is_some();
+            let holding = pending.is_some() || !timers.is_empty();
             if !holding && is_settled(&recorder, &views, &book, desired, &replaced, fresh_from) {
                 break true;
             }
@@ -683,7 +700,9 @@ fn expand_steps(spec: &KubeRunSpec) -> Vec<(String, StepAction, Duration, Option
 }
 
 /// The step a held mid-step fault amounts to (`isolate` of one member for
-/// a while is a partition of that member).
+/// a while is a partition of that member). Without `for:` the duration is
+/// zero here and the caller sets no timer: the fault holds until the step
+/// ends.
 fn held_action(inject: &Inject) -> Option<StepAction> {
     let member = inject.member.unwrap_or(MemberSelector::Random);
     let duration = inject.duration.unwrap_or(Dur(Duration::ZERO));
@@ -699,7 +718,7 @@ fn held_action(inject: &Inject) -> Option<StepAction> {
 }
 
 /// Applies a fault held below the API (a partition, a freeze or a
-/// disconnect); returns when and how to take it back.
+/// disconnect); returns how to take it back, and when its `for:` is up.
 async fn hold_fault(
     nemesis: Option<&mut Nemesis>,
     action: &StepAction,
@@ -708,7 +727,8 @@ async fn hold_fault(
     views: &PodViews,
     book: &SlotBook,
     seed: u64,
-) -> Result<Option<(Instant, Undo)>, KubeError> {
+) -> Result<(Undo, Instant), KubeError> {
+    let started = Instant::now();
     let Some(nemesis) = nemesis else {
         return Err(KubeError::Unsupported(format!(
             "{} needs access to the nodes",
@@ -735,13 +755,11 @@ async fn hold_fault(
             }
             let running: Vec<String> = views
                 .lock()
-                .map(|v| {
-                    v.iter()
-                        .filter(|(slot, view)| view.running && !isolated.contains(slot))
-                        .map(|(slot, _)| slot.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+                .map_err(|_| KubeError::Unsupported("the pod views are poisoned".into()))?
+                .iter()
+                .filter(|(slot, view)| view.running && !isolated.contains(slot))
+                .map(|(slot, _)| slot.clone())
+                .collect();
             nemesis.cut(&isolated, &running, book).await?;
             (Undo::Heal, spec.duration)
         }
@@ -757,7 +775,7 @@ async fn hold_fault(
             )));
         }
     };
-    Ok(Some((Instant::now() + duration.0, undo)))
+    Ok((undo, started + duration.0))
 }
 
 /// Records a fault on a member pod, and remembers which pod it was (by
@@ -1227,7 +1245,7 @@ mod tests {
         });
         let why = unsupported_step(&profile, &scenario("leader-killed-follower-frozen"), &nodes)
             .expect("freeze is not allowed");
-        assert!(why.contains("does not allow Freeze"), "{why}");
+        assert!(why.contains("does not allow freeze"), "{why}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ const RESOLVE_DEADLINE: Duration = Duration::from_secs(30);
 const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(15);
 /// A write that has not committed after this long counts as refused.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const WORKLOAD_PREFIX: &str = "/raftcert/w/";
 
 /// Builds a fresh deployer; called again after a deployer crash.
@@ -790,16 +790,7 @@ impl Controller {
                 });
             }
         }
-        while let Some(joined) = probes.join_next().await {
-            if let Ok((slot, side_has_quorum, outcome)) = joined {
-                self.recorder.record(EventKind::WriteProbe {
-                    slot,
-                    side_has_quorum,
-                    ok: outcome.is_ok(),
-                    error: outcome.err().map(|e| e.to_string()),
-                });
-            }
-        }
+        self.recorder.record_write_probes(probes).await;
     }
 
     fn say(&self, text: &str) {

@@ -36,6 +36,24 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Waits for the write probes sent during a partition (slot, whether its
+    /// side has quorum, outcome) and records each as it completes.
+    pub async fn record_write_probes<E: std::fmt::Display + Send + 'static>(
+        &self,
+        mut probes: tokio::task::JoinSet<(String, bool, Result<(), E>)>,
+    ) {
+        while let Some(joined) = probes.join_next().await {
+            if let Ok((slot, side_has_quorum, outcome)) = joined {
+                self.record(EventKind::WriteProbe {
+                    slot,
+                    side_has_quorum,
+                    ok: outcome.is_ok(),
+                    error: outcome.err().map(|e| e.to_string()),
+                });
+            }
+        }
+    }
+
     pub fn to_file(path: &Path) -> Result<Self, TraceError> {
         let file = File::create(path).map_err(|source| TraceError::Io {
             path: path.to_path_buf(),
