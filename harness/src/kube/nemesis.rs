@@ -6,7 +6,7 @@ use super::KubeError;
 use super::nodes::{HeldFaults, HeldKind, NodeAccess, Target};
 use super::slots::SlotBook;
 use crate::engine::etcd::{ClientConfig, MemberClient};
-use crate::scenario::runner::PROBE_TIMEOUT;
+use crate::scenario::runner::{PROBE_TIMEOUT, sides_with_quorum};
 use crate::trace::{EventKind, FaultKind, Recorder};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -156,7 +156,7 @@ impl Nemesis {
 
     /// One write to every member of both sides at once, through its
     /// port-forward bridge; a side has quorum when it holds a majority of
-    /// the voters of the latest member list.
+    /// the voters of the latest member list (`sides_with_quorum`).
     async fn probe_writes(&self, isolated: &[String], rest: &[String], book: &SlotBook) {
         let slots = book.slots();
         let voters: Vec<String> = self
@@ -179,22 +179,16 @@ impl Nemesis {
                     .map(|s| s.name.clone())
             })
             .collect();
-        let quorum = voters.len() / 2 + 1;
-        // A voter on neither side (its pod not running at the cut) is cut
-        // from nobody, so it may lend either side its vote.
-        let unplaced = voters
-            .iter()
-            .filter(|v| !isolated.contains(v) && !rest.contains(v))
-            .count();
         let endpoints = book.endpoints();
         let config = ClientConfig {
             tls: None,
             timeout: PROBE_TIMEOUT,
         };
         let mut probes = JoinSet::new();
-        for side in [isolated, rest] {
-            let side_has_quorum =
-                voters.iter().filter(|v| side.contains(v)).count() + unplaced >= quorum;
+        for (side, side_has_quorum) in [isolated, rest]
+            .into_iter()
+            .zip(sides_with_quorum(&voters, isolated, rest))
+        {
             for slot in side {
                 let Some(port) = endpoints.get(slot) else {
                     continue;

@@ -772,11 +772,11 @@ impl Controller {
                     .collect()
             })
             .unwrap_or_default();
-        let quorum = voters.len() / 2 + 1;
         let mut probes = JoinSet::new();
-        for side in [isolated, rest] {
-            let side_voters = voters.iter().filter(|v| side.contains(v)).count();
-            let side_has_quorum = side_voters >= quorum;
+        for (side, side_has_quorum) in [isolated, rest]
+            .into_iter()
+            .zip(sides_with_quorum(&voters, isolated, rest))
+        {
             for slot in side {
                 let Some((_, client)) = self.clients.get(slot) else {
                     continue;
@@ -929,6 +929,19 @@ impl Controller {
             }
         }
     }
+}
+
+/// Whether each side of a cut (`isolated`, `rest`) holds a quorum of
+/// `voters`. A voter on neither side (not running at the cut) is cut off
+/// from nobody once it starts, so it counts for both.
+pub fn sides_with_quorum(voters: &[String], isolated: &[String], rest: &[String]) -> [bool; 2] {
+    let quorum = voters.len() / 2 + 1;
+    let on = |side: &[String]| voters.iter().filter(|v| side.contains(v)).count();
+    let unplaced = voters.len() - on(isolated) - on(rest);
+    [
+        on(isolated) + unplaced >= quorum,
+        on(rest) + unplaced >= quorum,
+    ]
 }
 
 /// A fault held for a while, and how to undo it.
@@ -1299,4 +1312,41 @@ pub fn run_dir_name(
             BackendChoice::Docker { .. } => "-docker",
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sides_with_quorum;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_side_with_a_majority_of_voters_has_quorum() {
+        let voters = names(&["m0", "m1", "m2"]);
+        assert_eq!(
+            sides_with_quorum(&voters, &names(&["m0"]), &names(&["m1", "m2"])),
+            [false, true]
+        );
+        assert_eq!(
+            sides_with_quorum(&voters, &names(&["m0", "m1"]), &names(&["m2"])),
+            [true, false]
+        );
+    }
+
+    #[test]
+    fn a_voter_on_neither_side_counts_for_both() {
+        // m3 was added but its member was not running at the cut.
+        let voters = names(&["m0", "m1", "m2", "m3"]);
+        assert_eq!(
+            sides_with_quorum(&voters, &names(&["m0"]), &names(&["m1", "m2"])),
+            [false, true]
+        );
+        // Placed on a side, it counts for that side only: 2 of 4 each.
+        assert_eq!(
+            sides_with_quorum(&voters, &names(&["m0", "m3"]), &names(&["m1", "m2"])),
+            [false, false]
+        );
+    }
 }
