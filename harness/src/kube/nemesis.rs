@@ -1,6 +1,7 @@
 //! The run's faults below the Kubernetes API (cuts, freezes, disconnects)
-//! as the trace sees them: each is applied through the nodes, recorded once
-//! in force, and taken back when its time is up or the step ends.
+//! as the trace sees them: each is recorded just before it is applied
+//! through the nodes, and its undo once taken back, when its time is up or
+//! the step ends.
 
 use super::KubeError;
 use super::nodes::{HeldFaults, HeldKind, NodeAccess, Target};
