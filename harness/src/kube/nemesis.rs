@@ -66,33 +66,28 @@ impl Nemesis {
                 side.push(self.target(pod).await?);
             }
         }
-        for slot in isolated {
-            self.recorder.record(EventKind::FaultInjected {
-                fault: FaultKind::Isolate,
-                slot: Some(slot.clone()),
-            });
-        }
-        self.recorder.record(EventKind::NetworkCut {
-            isolated: isolated.to_vec(),
-            rest: rest.to_vec(),
-        });
+        self.recorder.record_cut(isolated, rest);
         self.held.cut(&self.nodes, &sides[0], &sides[1]).await?;
         self.probe_writes(isolated, rest, book).await;
         Ok(())
     }
 
-    pub async fn freeze(&mut self, slot: &str) -> Result<Undo, KubeError> {
+    /// Freezes (`Freeze`) or disconnects (`Disconnect`) one member; returns
+    /// how to take it back.
+    pub async fn hold_member(&mut self, slot: &str, fault: FaultKind) -> Result<Undo, KubeError> {
+        let (kind, undo) = match fault {
+            FaultKind::Freeze => (HeldKind::Freeze, Undo::Thaw(slot.to_string())),
+            FaultKind::Disconnect => (HeldKind::Disconnect, Undo::Reconnect(slot.to_string())),
+            other => {
+                return Err(KubeError::Unsupported(format!(
+                    "{other:?} is not held on one member"
+                )));
+            }
+        };
         let target = self.target(slot).await?;
-        self.record(FaultKind::Freeze, Some(slot));
-        self.held.freeze(&self.nodes, &target).await?;
-        Ok(Undo::Thaw(slot.to_string()))
-    }
-
-    pub async fn disconnect(&mut self, slot: &str) -> Result<Undo, KubeError> {
-        let target = self.target(slot).await?;
-        self.record(FaultKind::Disconnect, Some(slot));
-        self.held.disconnect(&self.nodes, &target).await?;
-        Ok(Undo::Reconnect(slot.to_string()))
+        self.record(fault, Some(slot));
+        self.held.hold_member(&self.nodes, kind, &target).await?;
+        Ok(undo)
     }
 
     fn record(&self, fault: FaultKind, slot: Option<&str>) {

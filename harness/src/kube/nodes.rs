@@ -231,14 +231,7 @@ impl NodeAccess {
         .map_err(|e| KubeError::Unsupported(format!("SIG{signal} to pod {}: {e}", target.pod)))
     }
 
-    async fn apply(&self, held: &Held) -> Result<(), KubeError> {
-        self.change(held, true).await
-    }
-
-    async fn take_back(&self, held: &Held) -> Result<(), KubeError> {
-        self.change(held, false).await
-    }
-
+    /// Applies (`on`) or takes back a held fault.
     async fn change(&self, held: &Held, on: bool) -> Result<(), KubeError> {
         let t = &held.target;
         match held.kind {
@@ -292,7 +285,7 @@ impl HeldFaults {
         }
         // Held before it is applied: a half-applied fault is taken back too.
         self.held.push(held.clone());
-        nodes.apply(&held).await
+        nodes.change(&held, true).await
     }
 
     /// Drops traffic between every member of `a` and every member of `b`,
@@ -318,21 +311,17 @@ impl HeldFaults {
         Ok(())
     }
 
-    /// Drops everything the member sends off its pod: peers, operator,
-    /// kubelet probes' answers.
-    pub async fn disconnect(&mut self, nodes: &NodeAccess, t: &Target) -> Result<(), KubeError> {
+    /// A fault on the whole member: `Disconnect` drops everything it sends
+    /// off its pod (peers, operator, kubelet probes' answers); `Freeze` stops
+    /// every process of its container.
+    pub async fn hold_member(
+        &mut self,
+        nodes: &NodeAccess,
+        kind: HeldKind,
+        t: &Target,
+    ) -> Result<(), KubeError> {
         let held = Held {
-            kind: HeldKind::Disconnect,
-            target: t.clone(),
-            dest: None,
-        };
-        self.hold(nodes, held).await
-    }
-
-    /// Stops every process of the member's container.
-    pub async fn freeze(&mut self, nodes: &NodeAccess, t: &Target) -> Result<(), KubeError> {
-        let held = Held {
-            kind: HeldKind::Freeze,
+            kind,
             target: t.clone(),
             dest: None,
         };
@@ -355,7 +344,7 @@ impl HeldFaults {
         self.held = keep;
         let mut first_error = None;
         for held in undo {
-            if let Err(e) = nodes.take_back(&held).await
+            if let Err(e) = nodes.change(&held, false).await
                 && nodes.pod_alive(&held.target).await
             {
                 self.held.push(held);

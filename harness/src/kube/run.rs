@@ -477,7 +477,7 @@ async fn drive(
                 crash_operator(client, profile, namespace).await
             }
             StepAction::Partition(_) | StepAction::Freeze(_) | StepAction::Disconnect(_) => {
-                match hold_fault(
+                hold_fault(
                     nemesis.as_mut(),
                     &action,
                     &recorder.snapshot(),
@@ -487,13 +487,7 @@ async fn drive(
                     seed,
                 )
                 .await
-                {
-                    Ok((undo, until)) => {
-                        timers.push((until, undo));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                .map(|(undo, until)| timers.push((until, undo)))
             }
             StepAction::Wait => Ok(()),
             StepAction::FullRestart => {
@@ -740,14 +734,8 @@ async fn hold_fault(
     };
     let (undo, duration) = match action {
         StepAction::Partition(spec) => {
-            let selectors: Vec<MemberSelector> = match spec.isolate {
-                IsolateSet::One(selector) => vec![selector],
-                IsolateSet::Ordinals(mask) => IsolateSet::ordinals(mask)
-                    .map(MemberSelector::Ordinal)
-                    .collect(),
-            };
             let mut isolated = Vec::new();
-            for selector in selectors {
+            for selector in spec.isolate.selectors() {
                 let slot = member(selector)?;
                 if !isolated.contains(&slot) {
                     isolated.push(slot);
@@ -763,9 +751,16 @@ async fn hold_fault(
             nemesis.cut(&isolated, &running, book).await?;
             (Undo::Heal, spec.duration)
         }
-        StepAction::Freeze(spec) => (nemesis.freeze(&member(spec.member)?).await?, spec.duration),
+        StepAction::Freeze(spec) => (
+            nemesis
+                .hold_member(&member(spec.member)?, FaultKind::Freeze)
+                .await?,
+            spec.duration,
+        ),
         StepAction::Disconnect(spec) => (
-            nemesis.disconnect(&member(spec.member)?).await?,
+            nemesis
+                .hold_member(&member(spec.member)?, FaultKind::Disconnect)
+                .await?,
             spec.duration,
         ),
         other => {

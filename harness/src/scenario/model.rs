@@ -122,6 +122,16 @@ impl IsolateSet {
     pub fn ordinals(mask: u16) -> impl Iterator<Item = u32> {
         (0..16).filter(move |o| mask & (1 << o) != 0)
     }
+
+    /// One selector per member to cut off.
+    pub fn selectors(self) -> Vec<MemberSelector> {
+        match self {
+            IsolateSet::One(selector) => vec![selector],
+            IsolateSet::Ordinals(mask) => IsolateSet::ordinals(mask)
+                .map(MemberSelector::Ordinal)
+                .collect(),
+        }
+    }
 }
 
 /// A network partition held for a while, then healed.

@@ -1,9 +1,7 @@
 //! Drives one scenario run: backend + deployer in a reconcile loop, faults,
 //! observation into the trace, then the invariants over the trace.
 
-use super::model::{
-    Inject, IsolateSet, MemberSelector, Scenario, Step, StepAction, Suite, Trigger,
-};
+use super::model::{Inject, MemberSelector, Scenario, Step, StepAction, Suite, Trigger};
 use crate::backend::cleanup::TempDir;
 use crate::backend::docker::{self, DockerBackend};
 use crate::backend::process::{AddressPlan, CLIENT_PORT, PEER_PORT, ProcessBackend};
@@ -722,16 +720,7 @@ impl Controller {
             .filter(|s| s.phase == Phase::Running && !isolated.contains(&s.info.name))
             .map(|s| s.info.name.clone())
             .collect();
-        for slot in &isolated {
-            self.recorder.record(EventKind::FaultInjected {
-                fault: FaultKind::Isolate,
-                slot: Some(slot.clone()),
-            });
-        }
-        self.recorder.record(EventKind::NetworkCut {
-            isolated: isolated.clone(),
-            rest: rest.clone(),
-        });
+        self.recorder.record_cut(&isolated, &rest);
         self.backend
             .partition(&isolated)
             .await
@@ -844,13 +833,7 @@ impl Controller {
             }
             StepAction::Partition(spec) => {
                 let mut isolated = Vec::new();
-                let selectors: Vec<MemberSelector> = match spec.isolate {
-                    IsolateSet::One(sel) => vec![sel],
-                    IsolateSet::Ordinals(mask) => IsolateSet::ordinals(mask)
-                        .map(MemberSelector::Ordinal)
-                        .collect(),
-                };
-                for sel in selectors {
+                for sel in spec.isolate.selectors() {
                     let slot = self.resolve(sel).await?;
                     if !isolated.contains(&slot) {
                         isolated.push(slot);

@@ -36,6 +36,20 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A partition: each isolated member's `isolate` fault, then the cut.
+    pub fn record_cut(&self, isolated: &[String], rest: &[String]) {
+        for slot in isolated {
+            self.record(EventKind::FaultInjected {
+                fault: super::FaultKind::Isolate,
+                slot: Some(slot.clone()),
+            });
+        }
+        self.record(EventKind::NetworkCut {
+            isolated: isolated.to_vec(),
+            rest: rest.to_vec(),
+        });
+    }
+
     /// Waits for the write probes sent during a partition (slot, whether its
     /// side has quorum, outcome) and records each as it completes.
     pub async fn record_write_probes<E: std::fmt::Display + Send + 'static>(
