@@ -213,6 +213,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A run's tasks outlive `dispatch` until the runtime stops; stopped
+    // first, none of them can start anything after the cleanup below.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     // Whatever happened, nothing we started may outlive us.
     raftcert::backend::cleanup::cleanup_everything();
     match outcome {

@@ -218,4 +218,18 @@ fn an_interrupted_cli_leaves_nothing_behind(
     for addr in addresses_in_trace(&trace) {
         assert_free(&addr);
     }
+    // The run's tasks go on for a moment after the signal; the restart
+    // policy must not bring back a member the cleanup killed. This scenario
+    // has no faults, so each member starts once.
+    let text = std::fs::read_to_string(&trace).expect("trace");
+    let mut starts = std::collections::BTreeMap::<String, u32>::new();
+    for event in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "process-started")
+    {
+        *starts.entry(event["slot"].to_string()).or_default() += 1;
+    }
+    assert!(starts.len() >= 2, "members started: {starts:?}");
+    assert!(starts.values().all(|&n| n == 1), "restarted: {starts:?}");
 }

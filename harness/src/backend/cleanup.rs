@@ -7,21 +7,54 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+struct Groups {
+    live: BTreeSet<i32>,
+    /// Set by [`cleanup_everything`]: from then on nothing new starts.
+    closed: bool,
+}
+
+static GROUPS: Mutex<Groups> = Mutex::new(Groups {
+    live: BTreeSet::new(),
+    closed: false,
+});
 static DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
-pub fn register_group(pgid: i32) {
-    GROUPS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(pgid);
+fn groups() -> std::sync::MutexGuard<'static, Groups> {
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts a process that leads its own group and registers the group, both
+/// under the registry's lock. A run's tasks go on for a moment after an
+/// interrupt; this way the interrupt's cleanup either kills what they start
+/// or stops them from starting it.
+pub fn start_group<C>(
+    spawn: impl FnOnce() -> std::io::Result<C>,
+    pid: impl FnOnce(&C) -> Option<u32>,
+) -> std::io::Result<C> {
+    groups().start(spawn, pid)
+}
+
+impl Groups {
+    fn start<C>(
+        &mut self,
+        spawn: impl FnOnce() -> std::io::Result<C>,
+        pid: impl FnOnce(&C) -> Option<u32>,
+    ) -> std::io::Result<C> {
+        if self.closed {
+            return Err(std::io::Error::other(
+                "interrupted: no new process may start",
+            ));
+        }
+        let child = spawn()?;
+        if let Some(pid) = pid(&child) {
+            self.live.insert(pid as i32);
+        }
+        Ok(child)
+    }
 }
 
 pub fn unregister_group(pgid: i32) {
-    GROUPS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&pgid);
+    groups().live.remove(&pgid);
 }
 
 pub fn register_dir(dir: &Path) {
@@ -37,12 +70,11 @@ pub fn unregister_dir(dir: &Path) {
 /// Kills every process group we started and removes every temporary
 /// directory; for the Ctrl-C handler, which then exits.
 pub fn cleanup_everything() {
-    let groups: Vec<i32> = GROUPS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .copied()
-        .collect();
+    let groups: Vec<i32> = {
+        let mut groups = groups();
+        groups.closed = true;
+        groups.live.iter().copied().collect()
+    };
     kill_groups_and_wait(&groups);
     super::docker::cleanup_live_runs_blocking();
     let dirs: Vec<PathBuf> = DIRS
@@ -56,7 +88,32 @@ pub fn cleanup_everything() {
     }
 }
 
-/// Process groups that still have a live (non-zombie) member.
+/// State and process group from a `/proc/.../stat` line.
+fn state_and_group(stat: &str) -> Option<(&str, i32)> {
+    // Fields after the parenthesised command: state, ppid, pgrp, ...
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Whether any thread of the process still runs. A killed Go program's
+/// main thread turns zombie before its other threads have exited, and the
+/// sockets close only with the last one.
+fn any_thread_alive(process: &std::path::Path) -> bool {
+    let Ok(threads) = std::fs::read_dir(process.join("task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| state_and_group(&stat).map(|(state, _)| state != "Z" && state != "X"))
+            .unwrap_or(false)
+    })
+}
+
+/// Process groups that still have a process with a live thread.
 fn live_groups(pgids: &[i32]) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -66,14 +123,10 @@ fn live_groups(pgids: &[i32]) -> Vec<i32> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        // Fields after the parenthesised command: state, ppid, pgrp, ...
-        let Some((_, rest)) = stat.rsplit_once(')') else {
+        let Some((_, pgrp)) = state_and_group(&stat) else {
             continue;
         };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("Z");
-        let pgrp: i32 = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(0);
-        if state != "Z" && state != "X" && pgids.contains(&pgrp) && !live.contains(&pgrp) {
+        if pgids.contains(&pgrp) && !live.contains(&pgrp) && any_thread_alive(&entry.path()) {
             live.push(pgrp);
         }
     }
@@ -129,5 +182,54 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
         unregister_dir(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(closed: bool) -> Groups {
+        Groups {
+            live: BTreeSet::new(),
+            closed,
+        }
+    }
+
+    #[test]
+    fn stat_lines_are_read_after_the_last_parenthesis() {
+        let stat = "4242 (etcd (m0)) S 1 4240 4240 0 -1";
+        assert_eq!(state_and_group(stat), Some(("S", 4240)));
+        assert_eq!(state_and_group("4242 (etcd) Z"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_live_thread_and_a_missing_one_has_none() {
+        assert!(any_thread_alive(std::path::Path::new("/proc/self")));
+        assert!(!any_thread_alive(std::path::Path::new("/proc/no-such-pid")));
+    }
+
+    #[test]
+    fn an_open_registry_starts_and_registers_the_group() {
+        let mut groups = registry(false);
+        let started = groups.start(|| Ok(4242u32), |pid| Some(*pid));
+        assert_eq!(started.ok(), Some(4242));
+        assert!(groups.live.contains(&4242));
+    }
+
+    #[test]
+    fn after_cleanup_nothing_new_starts() {
+        let mut groups = registry(true);
+        let mut spawned = false;
+        let started = groups.start(
+            || {
+                spawned = true;
+                Ok(4242u32)
+            },
+            |pid| Some(*pid),
+        );
+        assert!(started.is_err());
+        assert!(!spawned, "the spawn ran after cleanup");
+        assert!(groups.live.is_empty());
     }
 }

@@ -208,9 +208,14 @@ impl ProcessBackend {
         }
         let handle = tokio::runtime::Handle::current();
         let spawned = super::spawner::on_spawner_thread(move || {
-            // tokio registers the child with this runtime's reaper.
-            let _guard = handle.enter();
-            cmd.spawn()
+            cleanup::start_group(
+                || {
+                    // tokio registers the child with this runtime's reaper.
+                    let _guard = handle.enter();
+                    cmd.spawn()
+                },
+                tokio::process::Child::id,
+            )
         });
         let mut child = spawned.map_err(|source| BackendError::Spawn {
             slot: name.clone(),
@@ -219,7 +224,6 @@ impl ProcessBackend {
         })?;
         let pid = child.id().unwrap_or(0);
         let pgid = pid as i32;
-        cleanup::register_group(pgid);
         slot.pgid = Some(pgid);
         slot.state.incarnation += 1;
         slot.state.phase = Phase::Running;

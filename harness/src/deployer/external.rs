@@ -93,10 +93,11 @@ impl ExternalDeployer {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }
-        let mut child = crate::backend::spawner::on_spawner_thread(move || cmd.spawn())
-            .map_err(|e| failed("spawn", &e))?;
+        let mut child = crate::backend::spawner::on_spawner_thread(move || {
+            cleanup::start_group(|| cmd.spawn(), |c| Some(c.id()))
+        })
+        .map_err(|e| failed("spawn", &e))?;
         let pgid = child.id() as i32;
-        cleanup::register_group(pgid);
         let stdout = child
             .stdout
             .take()
