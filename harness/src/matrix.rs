@@ -107,6 +107,10 @@ pub async fn run_matrix(
         let fallback = (spec.clone(), label.clone());
         let handle = tokio::spawn(async move {
             let _permit = semaphore.acquire_owned().await;
+            // Runs still queued when Ctrl-C came do not start.
+            if crate::backend::cleanup::is_closed() {
+                return spec.errored(Some("interrupted before it started".into()));
+            }
             listener(MatrixEvent::Started { label: &label });
             let step_listener = listener.clone();
             let step_label = label.clone();

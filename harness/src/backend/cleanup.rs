@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 struct Groups {
     live: BTreeSet<i32>,
-    /// Set by [`cleanup_everything`]: from then on nothing new starts.
+    /// Set by [`cleanup_everything`]: from then on nothing new starts in
+    /// this process. Only the CLI's exit path calls it.
     closed: bool,
 }
 
@@ -51,6 +52,11 @@ impl Groups {
         }
         Ok(child)
     }
+}
+
+/// Whether the process is cleaning up to exit: no run may start.
+pub fn is_closed() -> bool {
+    groups().closed
 }
 
 pub fn unregister_group(pgid: i32) {
@@ -139,12 +145,17 @@ pub fn kill_groups_and_wait(pgids: &[i32]) {
     for &pgid in pgids {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGCONT);
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        unregister_group(pgid);
     }
     // Normally milliseconds; the bound only matters on a starved machine.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !live_groups(pgids).is_empty() && std::time::Instant::now() < deadline {
+    let mut live = live_groups(pgids);
+    while !live.is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
+        live = live_groups(pgids);
+    }
+    // A group still alive stays registered, for the next cleanup to kill.
+    for pgid in pgids.iter().filter(|g| !live.contains(g)) {
+        unregister_group(*pgid);
     }
 }
 

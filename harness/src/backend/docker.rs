@@ -64,6 +64,21 @@ fn docker_err(
     move |e| BackendError::Docker(format!("{what}: {e}"))
 }
 
+/// A removal that found nothing to remove (404), or one already under way
+/// (409): another cleanup of the same run got there first.
+fn gone_already(
+    e: testcontainers::bollard::errors::Error,
+) -> Result<(), testcontainers::bollard::errors::Error> {
+    use testcontainers::bollard::errors::Error;
+    match e {
+        Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        } => Ok(()),
+        other => Err(other),
+    }
+}
+
 /// Connects to the engine that `DOCKER_HOST` or the default socket names.
 pub async fn connect() -> Result<Docker, BackendError> {
     let docker =
@@ -328,6 +343,7 @@ pub async fn gc(
                 }),
             )
             .await
+            .or_else(gone_already)
             .map_err(docker_err(format!("removing container {name}")))?;
         report
             .containers
@@ -344,6 +360,7 @@ pub async fn gc(
         docker
             .remove_network(&name)
             .await
+            .or_else(gone_already)
             .map_err(docker_err(format!("removing network {name}")))?;
         report.networks.push(name);
     }
@@ -357,6 +374,7 @@ pub async fn gc(
         docker
             .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))
             .await
+            .or_else(gone_already)
             .map_err(docker_err(format!("removing volume {}", v.name)))?;
         report.volumes.push(v.name);
     }
@@ -453,6 +471,11 @@ impl DockerBackend {
         } = config;
         let run_label = run_label.as_str();
         let logs_dir = logs_dir.as_path();
+        if super::cleanup::is_closed() {
+            return Err(BackendError::Docker(
+                "interrupted: no new run may start".into(),
+            ));
+        }
         std::fs::create_dir_all(logs_dir).map_err(|source| BackendError::Io {
             what: "creating",
             path: logs_dir.to_path_buf(),
@@ -1180,6 +1203,18 @@ impl Drop for DockerBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removal_another_cleanup_made_counts_as_done() {
+        use testcontainers::bollard::errors::Error;
+        let answer = |status_code| Error::DockerResponseServerError {
+            status_code,
+            message: "from the engine".into(),
+        };
+        assert!(gone_already(answer(404)).is_ok());
+        assert!(gone_already(answer(409)).is_ok());
+        assert!(gone_already(answer(500)).is_err());
+    }
 
     #[test]
     fn signal_exits_are_decoded() {

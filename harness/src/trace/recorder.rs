@@ -1,6 +1,6 @@
 use super::{Event, EventKind, Trace};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -24,7 +24,10 @@ pub enum TraceError {
 
 struct Inner {
     events: Vec<Event>,
-    sink: Option<BufWriter<File>>,
+    /// Written through, one whole line per write: a run killed with
+    /// SIGKILL still leaves every event up to its last, and a live trace
+    /// can be followed with `tail -f`.
+    sink: Option<File>,
 }
 
 /// Records events with monotonic timestamps, streaming them to a file so a
@@ -73,14 +76,14 @@ impl Recorder {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Self::with_sink(Some(BufWriter::new(file))))
+        Ok(Self::with_sink(Some(file)))
     }
 
     pub fn in_memory() -> Self {
         Self::with_sink(None)
     }
 
-    fn with_sink(sink: Option<BufWriter<File>>) -> Self {
+    fn with_sink(sink: Option<File>) -> Self {
         Recorder {
             start: Instant::now(),
             inner: Arc::new(Mutex::new(Inner {
@@ -105,8 +108,9 @@ impl Recorder {
         if let Some(sink) = inner.sink.as_mut() {
             // A failing trace file must not abort the run; the in-memory copy
             // is still checked.
-            if let Ok(line) = serde_json::to_string(&event) {
-                let _ = writeln!(sink, "{line}");
+            if let Ok(mut line) = serde_json::to_string(&event) {
+                line.push('\n');
+                let _ = sink.write_all(line.as_bytes());
             }
         }
         inner.events.push(event);
@@ -161,4 +165,23 @@ pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
         });
     }
     Ok(Trace::new(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_is_on_disk_while_the_run_still_records() {
+        let dir = crate::backend::cleanup::TempDir::new("raftcert-trace-test").expect("temp dir");
+        let path = dir.path().join("trace.jsonl");
+        let recorder = Recorder::to_file(&path).expect("trace file");
+        recorder.record(EventKind::NetworkHealed);
+        recorder.record(EventKind::NetworkHealed);
+        // Neither flushed nor dropped: what a SIGKILL would leave behind.
+        let on_disk = read_trace(&path).expect("a whole trace");
+        assert_eq!(on_disk.events.len(), 2);
+        assert_eq!(on_disk.events[1].seq, 1);
+        drop(recorder);
+    }
 }
