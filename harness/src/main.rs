@@ -949,6 +949,25 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Verdicts on a run cut short cover only what was recorded.
+    let ending = trace.events.iter().rev().find_map(|e| match &e.kind {
+        raftcert::trace::EventKind::RunFinished { error } => Some(error.clone()),
+        _ => None,
+    });
+    match ending {
+        None => {
+            failed = true;
+            println!(
+                "INCOMPLETE: the trace ends before its run did (no run-finished event): \
+                 the run was interrupted or killed, and the verdicts cover only what was recorded"
+            );
+        }
+        Some(Some(error)) => {
+            failed = true;
+            println!("ERROR: the run ended with an error: {error}");
+        }
+        Some(None) => {}
+    }
     if failed {
         println!("\nHow the run went (polling and workload left out):");
         for line in report::story(&trace, STORY_LINES) {

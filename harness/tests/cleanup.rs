@@ -232,4 +232,14 @@ fn an_interrupted_cli_leaves_nothing_behind(
     }
     assert!(starts.len() >= 2, "members started: {starts:?}");
     assert!(starts.values().all(|&n| n == 1), "restarted: {starts:?}");
+    // Every event up to the interrupt is on disk, and a re-check says the
+    // run was cut short instead of passing it.
+    let check = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .arg("check")
+        .arg(&trace)
+        .output()
+        .expect("raftcert check");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(said.contains("INCOMPLETE"), "{said}");
 }

@@ -79,6 +79,17 @@ fn gone_already(
     }
 }
 
+/// A run's tasks go on for a moment after Ctrl-C: nothing new may start
+/// once the cleanup has begun, or it would outlive it.
+fn refuse_after_interrupt() -> Result<(), BackendError> {
+    if super::cleanup::is_closed() {
+        return Err(BackendError::Docker(
+            "interrupted: nothing new may start".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Connects to the engine that `DOCKER_HOST` or the default socket names.
 pub async fn connect() -> Result<Docker, BackendError> {
     let docker =
@@ -471,11 +482,7 @@ impl DockerBackend {
         } = config;
         let run_label = run_label.as_str();
         let logs_dir = logs_dir.as_path();
-        if super::cleanup::is_closed() {
-            return Err(BackendError::Docker(
-                "interrupted: no new run may start".into(),
-            ));
-        }
+        refuse_after_interrupt()?;
         std::fs::create_dir_all(logs_dir).map_err(|source| BackendError::Io {
             what: "creating",
             path: logs_dir.to_path_buf(),
@@ -604,6 +611,7 @@ impl DockerBackend {
 
     /// Creates and starts a fresh container for the slot's spec.
     async fn create_container(&mut self, idx: usize) -> Result<(), BackendError> {
+        refuse_after_interrupt()?;
         let Some(spec) = self.slots[idx].state.spec.clone() else {
             return Ok(());
         };
@@ -754,6 +762,7 @@ impl DockerBackend {
     /// Starts the slot's existing container again (the kubelet restarting
     /// a container of the same pod).
     async fn restart_container(&mut self, idx: usize) -> Result<(), BackendError> {
+        refuse_after_interrupt()?;
         let Some(container) = self.slots[idx].container.as_ref() else {
             return self.create_container(idx).await;
         };
