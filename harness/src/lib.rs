@@ -5,6 +5,7 @@ pub mod backend;
 pub mod deployer;
 pub mod engine;
 pub mod gallery;
+pub mod interrupt;
 pub mod invariants;
 pub mod kube;
 pub mod matrix;

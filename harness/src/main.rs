@@ -201,9 +201,28 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
+        let dispatch = dispatch(cli);
+        tokio::pin!(dispatch);
         tokio::select! {
-            r = dispatch(cli) => r,
+            r = &mut dispatch => r,
             code = interrupted() => {
+                // Runs of a matrix stop as errors, and the command still
+                // writes its report of what finished; a second signal does
+                // not wait for it.
+                if raftcert::interrupt::heard() {
+                    raftcert::interrupt::request();
+                    eprintln!(
+                        "interrupted: stopping the runs and writing the report (again to stop at once)"
+                    );
+                    tokio::select! {
+                        r = &mut dispatch => {
+                            if let Err(e) = r {
+                                eprintln!("error: {e:#}");
+                            }
+                        }
+                        _ = interrupted() => {}
+                    }
+                }
                 for namespace in raftcert::kube::run::delete_live_namespaces().await {
                     eprintln!("deleted namespace {namespace}");
                 }

@@ -105,12 +105,25 @@ pub async fn run_matrix(
         let listener = listener.clone();
         let label = entry.label();
         let fallback = (spec.clone(), label.clone());
+        // Subscribed before the task is spawned, so an interrupt right after
+        // the matrix starts already has someone to hear it.
+        let mut stop = crate::interrupt::subscribe();
         let handle = tokio::spawn(async move {
-            let _permit = semaphore.acquire_owned().await;
+            let interrupted = |spec: &RunSpec, began: Option<Instant>| {
+                let mut result = spec.errored(Some(crate::interrupt::INTERRUPTED.into()));
+                result.duration_ms = began.map_or(0, |b| b.elapsed().as_millis() as u64);
+                listener(MatrixEvent::Finished {
+                    label: &label,
+                    result: &result,
+                });
+                result
+            };
             // Runs still queued when Ctrl-C came do not start.
-            if crate::backend::cleanup::is_closed() {
-                return spec.errored(Some("interrupted before it started".into()));
-            }
+            let _permit = tokio::select! {
+                permit = semaphore.acquire_owned() => permit,
+                _ = stop.wait_for(|asked| *asked) => return interrupted(&spec, None),
+            };
+            let began = Instant::now();
             listener(MatrixEvent::Started { label: &label });
             let step_listener = listener.clone();
             let step_label = label.clone();
@@ -120,7 +133,11 @@ pub async fn run_matrix(
                     step,
                 })
             });
-            let result = run_scenario(spec, Some(progress)).await;
+            // Dropped on an interrupt, the run's backend kills its members.
+            let result = tokio::select! {
+                result = run_scenario(spec.clone(), Some(progress)) => result,
+                _ = stop.wait_for(|asked| *asked) => return interrupted(&spec, Some(began)),
+            };
             listener(MatrixEvent::Finished {
                 label: &label,
                 result: &result,

@@ -241,6 +241,21 @@ fn an_interrupted_cli_leaves_nothing_behind(
             assert!(!killed.contains(&slot), "{slot} started again: {event}");
         }
     }
+    // The report is still written: the cut-short run is an error that says
+    // it was interrupted.
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json written"),
+    )
+    .expect("results.json parses");
+    let run = &results["runs"][0];
+    assert_eq!(run["status"], "error", "{results}");
+    assert!(
+        run["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{results}"
+    );
+    assert!(out.join("junit.xml").exists(), "junit.xml written");
     // Every event up to the interrupt is on disk, and a re-check says the
     // run was cut short instead of passing it.
     let check = Command::new(env!("CARGO_BIN_EXE_raftcert"))
