@@ -1,11 +1,14 @@
-//! Runs many scenario runs concurrently and gathers the suite report.
+//! Plans a suite run (which scenario runs with which subject, engine and
+//! substrate, and which cannot, with the reason) and runs the plan's cells
+//! concurrently into one report.
 
-use crate::engine::provision::EngineInstall;
-use crate::report::{RunResult, SuiteReport};
+use crate::driver::{Progress, RunSpec, run_dir_name, run_scenario};
+use crate::engine::EngineChoice;
+use crate::faults::Primitive;
+use crate::report::{NotCovered, RunResult, SuiteReport};
 use crate::scenario::model::{Scenario, Suite};
-use crate::scenario::runner::{
-    BackendChoice, Progress, RunSpec, StrategyChoice, run_dir_name, run_scenario,
-};
+use crate::subject::SubjectChoice;
+use crate::substrate::SubstrateChoice;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,9 +18,9 @@ use std::time::Instant;
 pub struct MatrixEntry {
     pub suite: Arc<Suite>,
     pub scenario: Scenario,
-    pub strategy: StrategyChoice,
-    pub engine: EngineInstall,
-    pub backend: BackendChoice,
+    pub subject: SubjectChoice,
+    pub engine: EngineChoice,
+    pub substrate: SubstrateChoice,
     pub tls: bool,
 }
 
@@ -26,14 +29,102 @@ impl MatrixEntry {
         format!(
             "{} / {} @ {}{}{}",
             self.scenario.name,
-            self.strategy.name(),
-            self.engine.version,
+            self.subject.name(),
+            self.engine.version(),
             if self.tls { " +tls" } else { "" },
-            match self.backend {
-                BackendChoice::Process => "",
-                BackendChoice::Docker { .. } => " [docker]",
+            match self.substrate {
+                SubstrateChoice::Process => "",
+                SubstrateChoice::Docker { .. } => " [docker]",
+                SubstrateChoice::Kube(_) => " [kube]",
             }
         )
+    }
+}
+
+/// Why `scenario` cannot run with `subject` on `substrate`, if it cannot:
+/// a fault it uses needs a primitive one of them lacks. The only place
+/// where coverage is decided.
+pub fn not_covered_because(
+    scenario: &Scenario,
+    subject: &SubjectChoice,
+    substrate: &SubstrateChoice,
+) -> Option<String> {
+    scenario.faults().into_iter().find_map(|fault| {
+        fault.primitives().iter().find_map(|primitive| {
+            let offered = match primitive {
+                Primitive::CrashSubject => subject.offers_crash(),
+                other => substrate.offers(*other),
+            };
+            offered
+                .err()
+                .map(|why| format!("{} needs {}: {why}", fault.name(), primitive.name()))
+        })
+    })
+}
+
+/// What a suite run asks for.
+pub struct PlanRequest {
+    pub suite: Arc<Suite>,
+    /// The scenarios wanted (already filtered by name or size).
+    pub scenarios: Vec<Scenario>,
+    pub subjects: Vec<SubjectChoice>,
+    pub engines: Vec<EngineChoice>,
+    pub substrate: SubstrateChoice,
+    pub tls: bool,
+    /// Also run every scenario with TLS for this subject on the first engine.
+    pub tls_pass: Option<SubjectChoice>,
+}
+
+/// The cells to run, and the scenarios left out with the reason.
+pub struct Plan {
+    pub entries: Vec<MatrixEntry>,
+    pub not_covered: Vec<NotCovered>,
+}
+
+/// Plans every scenario for every subject and engine; the largest
+/// clusters first, so the slowest runs start early.
+pub fn plan(request: PlanRequest) -> Plan {
+    let mut scenarios = request.scenarios;
+    scenarios.sort_by_key(|s| std::cmp::Reverse(s.max_replicas()));
+    let mut entries = Vec::new();
+    let mut not_covered = Vec::new();
+    let mut cell = |scenario: &Scenario, subject: &SubjectChoice, engine: &EngineChoice, tls| {
+        match not_covered_because(scenario, subject, &request.substrate) {
+            Some(reason) => {
+                let gap = NotCovered {
+                    scenario: scenario.name.clone(),
+                    subject: subject.name(),
+                    reason,
+                };
+                if !not_covered.contains(&gap) {
+                    not_covered.push(gap);
+                }
+            }
+            None => entries.push(MatrixEntry {
+                suite: request.suite.clone(),
+                scenario: scenario.clone(),
+                subject: subject.clone(),
+                engine: engine.clone(),
+                substrate: request.substrate.clone(),
+                tls,
+            }),
+        }
+    };
+    for engine in &request.engines {
+        for subject in &request.subjects {
+            for scenario in &scenarios {
+                cell(scenario, subject, engine, request.tls);
+            }
+        }
+    }
+    if let (Some(subject), Some(engine)) = (&request.tls_pass, request.engines.first()) {
+        for scenario in &scenarios {
+            cell(scenario, subject, engine, true);
+        }
+    }
+    Plan {
+        entries,
+        not_covered,
     }
 }
 
@@ -64,7 +155,7 @@ pub fn new_run_id() -> String {
 
 /// Runs every entry, at most `jobs` at a time, writing traces under `out`.
 pub async fn run_matrix(
-    entries: Vec<MatrixEntry>,
+    plan: Plan,
     out: &Path,
     run_id: &str,
     seed: u64,
@@ -76,13 +167,17 @@ pub async fn run_matrix(
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut handles = Vec::new();
     let mut used_dirs = std::collections::BTreeSet::new();
+    let Plan {
+        entries,
+        not_covered,
+    } = plan;
     for (index, entry) in entries.into_iter().enumerate() {
         let mut rel_dir = run_dir_name(
             &entry.scenario.name,
-            &entry.strategy.name(),
+            &entry.subject.name(),
             &entry.engine,
             entry.tls,
-            &entry.backend,
+            &entry.substrate,
         );
         // Repeated runs of one cell get their own directories.
         if !used_dirs.insert(rel_dir.clone()) {
@@ -92,9 +187,9 @@ pub async fn run_matrix(
         let spec = RunSpec {
             suite: entry.suite.clone(),
             scenario: entry.scenario.clone(),
-            strategy: entry.strategy.clone(),
+            subject: entry.subject.clone(),
             engine: entry.engine.clone(),
-            backend: entry.backend.clone(),
+            substrate: entry.substrate.clone(),
             tls: entry.tls,
             seed: crate::util::splitmix64(seed ^ index as u64),
             dir: out.join(&rel_dir),
@@ -133,7 +228,7 @@ pub async fn run_matrix(
                     step,
                 })
             });
-            // Dropped on an interrupt, the run's backend kills its members.
+            // Dropped on an interrupt, the run's substrate kills its members.
             let result = tokio::select! {
                 result = run_scenario(spec.clone(), Some(progress)) => result,
                 _ = stop.wait_for(|asked| *asked) => return interrupted(&spec, Some(began)),
@@ -162,12 +257,13 @@ pub async fn run_matrix(
         }
     }
     SuiteReport {
-        format: 1,
+        format: crate::report::REPORT_FORMAT,
         run_id: run_id.to_string(),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
         runs,
+        not_covered,
         certificate: None,
     }
 }

@@ -1,12 +1,15 @@
 //! Nothing outlives a run: not after a panic in the middle of a run, not
 //! after Ctrl-C of the CLI. No process, no bound port, no temporary data.
 
-use raftcert::deployer::strategies;
-use raftcert::deployer::{Action, Deployer, DeployerError, Observation};
+use raftcert::driver::{RunSpec, run_scenario};
+use raftcert::engine::EngineChoice;
 use raftcert::engine::EngineKind;
 use raftcert::engine::provision;
+use raftcert::model::{Action, Observation};
 use raftcert::scenario::model::Suite;
-use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
+use raftcert::subject::SubjectChoice;
+use raftcert::subject::deployer::strategies;
+use raftcert::subject::deployer::{Deployer, DeployerError};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -123,7 +126,7 @@ async fn a_panic_mid_run_leaves_nothing_behind() {
     let spec = RunSpec {
         suite,
         scenario,
-        strategy: StrategyChoice::Custom {
+        subject: SubjectChoice::Custom {
             name: "panics".into(),
             factory: Arc::new(|ctx| {
                 let inner = strategies::find("static")
@@ -132,8 +135,8 @@ async fn a_panic_mid_run_leaves_nothing_behind() {
                 Box::new(PanicsAfterBootstrap { inner, calls: 0 })
             }),
         },
-        engine,
-        backend: Default::default(),
+        engine: EngineChoice::Installed(engine),
+        substrate: Default::default(),
         tls: false,
         seed: 7,
         dir: dir.clone(),

@@ -4,7 +4,7 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use raftcert::backend::docker::{self, LABEL_RUN};
+use raftcert::substrate::docker::{self, LABEL_RUN};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

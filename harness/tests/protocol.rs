@@ -1,11 +1,13 @@
 //! Deployer protocol v1 errors: each ends the run as `error` (not `fail`),
 //! with a clear message, and leaves no process behind.
 
+use raftcert::driver::{RunSpec, run_scenario};
+use raftcert::engine::EngineChoice;
 use raftcert::engine::EngineKind;
 use raftcert::engine::provision;
 use raftcert::report::RunStatus;
 use raftcert::scenario::model::Suite;
-use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
+use raftcert::subject::SubjectChoice;
 use rstest::rstest;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,12 +68,12 @@ async fn protocol_error_is_an_error_run_with_nothing_left(
     let spec = RunSpec {
         suite,
         scenario,
-        strategy: StrategyChoice::External {
+        subject: SubjectChoice::External {
             command: format!("python3 {}", path.display()),
             timeout: Duration::from_secs(2),
         },
-        engine,
-        backend: Default::default(),
+        engine: EngineChoice::Installed(engine),
+        substrate: Default::default(),
         tls: false,
         seed: 1,
         dir: dir.join("run"),

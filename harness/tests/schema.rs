@@ -2,13 +2,16 @@
 //! accepts: real requests and replies of a run are validated against it
 //! with a real validator (Python's `jsonschema`).
 
-use raftcert::deployer::strategies;
-use raftcert::deployer::{Action, Deployer, DeployerError, Observation};
+use raftcert::driver::{RunSpec, run_scenario};
+use raftcert::engine::EngineChoice;
 use raftcert::engine::EngineKind;
 use raftcert::engine::provision;
+use raftcert::model::{Action, Observation};
 use raftcert::report::RunStatus;
 use raftcert::scenario::model::Suite;
-use raftcert::scenario::runner::{RunSpec, StrategyChoice, run_scenario};
+use raftcert::subject::SubjectChoice;
+use raftcert::subject::deployer::strategies;
+use raftcert::subject::deployer::{Deployer, DeployerError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -108,7 +111,7 @@ async fn real_requests_and_replies_match_the_published_schema() {
     let spec = RunSpec {
         suite,
         scenario,
-        strategy: StrategyChoice::Custom {
+        subject: SubjectChoice::Custom {
             name: "recording-seed-join".into(),
             factory: Arc::new(move |ctx| {
                 Box::new(Recording {
@@ -117,8 +120,8 @@ async fn real_requests_and_replies_match_the_published_schema() {
                 })
             }),
         },
-        engine,
-        backend: Default::default(),
+        engine: EngineChoice::Installed(engine),
+        substrate: Default::default(),
         tls: false,
         seed: 3,
         dir: dir.clone(),
@@ -177,7 +180,7 @@ fn the_schema_rejects_what_raftcert_rejects() {
         // And raftcert's own parser refuses it too (hex is checked when the call is made).
         if !bad.contains("not-hex") {
             assert!(
-                raftcert::deployer::external::parse_reply(bad).is_err(),
+                raftcert::subject::deployer::external::parse_reply(bad).is_err(),
                 "{bad}"
             );
         }

@@ -1,12 +1,14 @@
 //! Helpers for the suite tests: run one scenario of a suite file against a
 //! strategy and an engine, with the real engine binary.
 
-use raftcert::deployer::strategies;
-use raftcert::engine::EngineKind;
+use raftcert::driver::{RunSpec, run_scenario};
 use raftcert::engine::provision::{self, EngineInstall};
+use raftcert::engine::{EngineChoice, EngineKind};
 use raftcert::report::{RunResult, RunStatus};
 use raftcert::scenario::model::Suite;
-use raftcert::scenario::runner::{BackendChoice, RunSpec, StrategyChoice, run_scenario};
+use raftcert::subject::SubjectChoice;
+use raftcert::subject::deployer::strategies;
+use raftcert::substrate::SubstrateChoice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,14 +72,14 @@ pub async fn run(
     tls: bool,
 ) -> RunResult {
     let info = strategies::find(strategy).unwrap_or_else(|| panic!("no strategy {strategy}"));
-    let strategy = StrategyChoice::Builtin(info);
+    let strategy = SubjectChoice::Builtin(info);
     run_with(
         suite,
         scenario,
         strategy,
         version,
         tls,
-        BackendChoice::Process,
+        SubstrateChoice::Process,
     )
     .await
 }
@@ -87,8 +89,8 @@ pub async fn run(
 pub async fn run_docker(suite: &str, scenario: &str, strategy: &str, version: &str) -> RunResult {
     ensure_docker().await;
     let info = strategies::find(strategy).unwrap_or_else(|| panic!("no strategy {strategy}"));
-    let strategy = StrategyChoice::Builtin(info);
-    let backend = BackendChoice::Docker { image: None };
+    let strategy = SubjectChoice::Builtin(info);
+    let backend = SubstrateChoice::Docker { image: None };
     let _permit = DOCKER_RUNS
         .acquire()
         .await
@@ -118,7 +120,7 @@ pub async fn ensure_docker() {
                     "member images need a static /bin/busybox: install Debian's busybox-static"
                 );
             }
-            if raftcert::backend::docker::connect().await.is_ok() {
+            if raftcert::substrate::docker::connect().await.is_ok() {
                 return;
             }
             let script = repo_root().join("ci").join("start-dockerd");
@@ -129,7 +131,7 @@ pub async fn ensure_docker() {
                  DOCKER_HOST",
                 script.display()
             );
-            if let Err(e) = raftcert::backend::docker::connect().await {
+            if let Err(e) = raftcert::substrate::docker::connect().await {
                 panic!("{e}");
             }
         })
@@ -137,7 +139,7 @@ pub async fn ensure_docker() {
 }
 
 fn busybox_is_static() -> bool {
-    raftcert::backend::docker::is_static(std::path::Path::new("/bin/busybox"))
+    raftcert::substrate::docker::is_static(std::path::Path::new("/bin/busybox"))
 }
 
 fn install_package(package: &str) {
@@ -156,9 +158,9 @@ fn install_package(package: &str) {
 pub async fn run_external(suite: &str, scenario: &str, command: &str, version: &str) -> RunResult {
     let root = repo_root();
     let command = format!("cd {} && {command}", root.display());
-    let strategy = StrategyChoice::External {
+    let strategy = SubjectChoice::External {
         command,
-        timeout: raftcert::deployer::external::DEFAULT_REPLY_TIMEOUT,
+        timeout: raftcert::subject::deployer::external::DEFAULT_REPLY_TIMEOUT,
     };
     run_with(
         suite,
@@ -166,7 +168,7 @@ pub async fn run_external(suite: &str, scenario: &str, command: &str, version: &
         strategy,
         version,
         false,
-        BackendChoice::Process,
+        SubstrateChoice::Process,
     )
     .await
 }
@@ -179,10 +181,10 @@ static CONCURRENT_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_n
 pub async fn run_with(
     suite: &str,
     scenario: &str,
-    strategy: StrategyChoice,
+    strategy: SubjectChoice,
     version: &str,
     tls: bool,
-    backend: BackendChoice,
+    substrate: SubstrateChoice,
 ) -> RunResult {
     let suite = Arc::new(load_suite(suite));
     let scenario = suite
@@ -191,22 +193,22 @@ pub async fn run_with(
         .find(|s| s.name == scenario)
         .cloned()
         .unwrap_or_else(|| panic!("no scenario {scenario}"));
-    let engine = etcd(version).await;
+    let engine = EngineChoice::Installed(etcd(version).await);
     let rel_dir = format!(
         "{}-{}-{}{}-{}",
         scenario.name,
         strategy.name(),
         version,
         if tls { "-tls" } else { "" },
-        backend.name()
+        substrate.name()
     );
     let rel_dir = unique_dir(rel_dir);
     let spec = RunSpec {
         suite: suite.clone(),
         scenario,
-        strategy,
+        subject: strategy,
         engine,
-        backend,
+        substrate,
         tls,
         seed: raftcert::util::unique_suffix(),
         dir: output_dir().join(&rel_dir),
@@ -313,22 +315,25 @@ const STORY_LINES: usize = 30;
 
 /// Runs scenarios of the built-in suite, one at a time, against a profile
 /// of `fixtures/operators/` on a cluster, after applying the profile's
-/// install manifests.
+/// install manifests: the same driver as every other run.
 pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -> Vec<RunResult> {
-    use raftcert::kube::profile::Profile;
-    use raftcert::kube::{connect, run};
-    let client = connect(Some(kubeconfig)).await.expect("kubeconfig");
+    use raftcert::substrate::kube::KubeTarget;
+    use raftcert::substrate::kube::profile::Profile;
     let profile = Arc::new(
         Profile::load(&repo_root().join("fixtures/operators").join(profile)).expect("profile"),
     );
+    let target = KubeTarget::connect(Some(kubeconfig), profile.clone())
+        .await
+        .expect("kubeconfig");
     if !profile.install.is_empty() {
-        run::install(&client, &profile)
+        raftcert::substrate::kube::install(&target.client, &profile)
             .await
             .unwrap_or_else(|e| panic!("installing {}: {e}", profile.name));
     }
+    let engine = EngineChoice::InImage(profile.engine_ref().expect("engine"));
+    let subject = SubjectChoice::Operator(profile.clone());
+    let substrate = SubstrateChoice::Kube(Arc::new(target));
     let suite = Arc::new(Suite::builtin().expect("suite"));
-    let nodes = raftcert::kube::nodes::NodeAccess::probe(&client).await;
-    let out = output_dir().join("kube-runs").join(&profile.name);
     let mut outcomes = Vec::new();
     for (index, name) in scenarios.iter().enumerate() {
         let scenario = suite
@@ -337,19 +342,25 @@ pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -
             .find(|s| s.name == *name)
             .expect("scenario")
             .clone();
-        assert_eq!(run::unsupported_step(&profile, &scenario, &nodes), None);
-        let result = run::run_scenario(
-            &client,
-            run::KubeRunSpec {
-                profile: profile.clone(),
+        assert_eq!(
+            raftcert::matrix::not_covered_because(&scenario, &subject, &substrate),
+            None
+        );
+        let rel_dir = format!("kube-runs/{}/{name}", profile.name);
+        let result = run_scenario(
+            RunSpec {
                 suite: suite.clone(),
                 scenario,
-                run_id: format!("test-{}-{index}", raftcert::util::unique_suffix() & 0xffff),
+                subject: subject.clone(),
+                engine: engine.clone(),
+                substrate: substrate.clone(),
+                tls: false,
                 seed: 1,
-                dir: out.join(name),
-                rel_dir: format!("kube-runs/{}/{name}", profile.name),
-                nodes: nodes.clone().ok(),
+                dir: output_dir().join(&rel_dir),
+                rel_dir,
+                run_id: format!("test-{}-{index}", raftcert::util::unique_suffix() & 0xffff),
             },
+            None,
         )
         .await;
         outcomes.push(result);
@@ -509,7 +520,7 @@ pub async fn node_fault_checks(kubeconfig: &Path) {
 
     // The disconnected member loses its leader while it is cut off.
     let trace = &traces[1];
-    let (from, until, member) = fault_window(trace, FaultKind::Disconnect, FaultKind::Reconnect);
+    let (from, until, member) = fault_window(trace, FaultKind::DISCONNECT, FaultKind::RECONNECT);
     let seen = statuses_between(trace, &member, from, until);
     assert!(
         seen.iter()
@@ -522,7 +533,7 @@ pub async fn node_fault_checks(kubeconfig: &Path) {
     // before the thaw event, and the freeze is recorded just before it is
     // applied: half a second is left out at each end.
     let trace = &traces[2];
-    let (from, until, member) = fault_window(trace, FaultKind::Freeze, FaultKind::Thaw);
+    let (from, until, member) = fault_window(trace, FaultKind::FREEZE, FaultKind::THAW);
     assert!(until - from >= 2_500, "frozen for {} ms only", until - from);
     assert!(
         !statuses_between(trace, &member, 0, from).is_empty(),
@@ -546,16 +557,16 @@ fn fault_window(
     off: raftcert::trace::FaultKind,
 ) -> (u64, u64, String) {
     use raftcert::trace::EventKind;
-    let at = |wanted| {
+    let at = |wanted: &raftcert::trace::FaultKind| {
         trace.events.iter().find_map(|e| match &e.kind {
-            EventKind::FaultInjected { fault, slot } if *fault == wanted => {
+            EventKind::FaultInjected { fault, slot } if fault == wanted => {
                 Some((e.t_ms, slot.clone()))
             }
             _ => None,
         })
     };
-    let (from, slot) = at(on).unwrap_or_else(|| panic!("no {on:?} in the trace"));
-    let (until, _) = at(off).unwrap_or_else(|| panic!("no {off:?} in the trace"));
+    let (from, slot) = at(&on).unwrap_or_else(|| panic!("no {on:?} in the trace"));
+    let (until, _) = at(&off).unwrap_or_else(|| panic!("no {off:?} in the trace"));
     (
         from,
         until,
@@ -590,7 +601,7 @@ fn statuses_between(
 /// higher term) before the network healed.
 fn leader_partition_took_hold(run: &RunResult, trace: &raftcert::trace::Trace) {
     use raftcert::trace::{EventKind, FaultKind};
-    let (cut, healed, isolated) = fault_window(trace, FaultKind::Isolate, FaultKind::Heal);
+    let (cut, healed, isolated) = fault_window(trace, FaultKind::ISOLATE, FaultKind::HEAL);
     let last_before_cut = trace
         .events
         .iter()

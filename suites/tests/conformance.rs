@@ -10,12 +10,10 @@ const SUITE: &str = "conformance.yaml";
 #[test]
 fn matrix_covers_every_scenario_of_the_suite() {
     let suite = load_suite(SUITE);
-    // Scenarios that cut the network run in tests/docker.rs.
-    let scenarios = suite.scenarios.iter().filter(|s| !s.needs_partitions());
     let missing = missing_from_matrix(
         include_str!("conformance.rs"),
         "correct_strategy_passes",
-        scenarios,
+        &suite.scenarios,
     );
     assert!(
         missing.is_empty(),
@@ -39,7 +37,11 @@ async fn correct_strategy_passes(
         "volume-loss",
         "first-member-lost-mid-scale-out",
         "deployer-crash-mid-scale-out",
-        "leader-killed-follower-frozen"
+        "leader-killed-follower-frozen",
+        "leader-partitioned",
+        "majority-partitioned",
+        "minority-partitioned-mid-scale-out",
+        "member-disconnected"
     )]
     scenario: &str,
     #[values("seed-join", "static", "discovery", "learner")] strategy: &str,

@@ -19,12 +19,7 @@ async fn example_deployer_passes_every_scenario(
         ensure_tool("jq", "jq");
     }
     let suite = load_suite("conformance.yaml");
-    // Processes cannot cut the network; tests/docker.rs runs those.
-    let scenarios: Vec<_> = suite
-        .scenarios
-        .into_iter()
-        .filter(|s| !s.needs_partitions())
-        .collect();
+    let scenarios = suite.scenarios;
     let expected = scenarios.len();
     let mut runs = tokio::task::JoinSet::new();
     for scenario in scenarios {

@@ -25,10 +25,10 @@ async fn static_statefulset_profile_on_a_real_cluster() {
     };
     let kubeconfig = std::path::Path::new(&kubeconfig);
     static_statefulset_profile_checks(kubeconfig).await;
-    let client = raftcert::kube::connect(Some(kubeconfig))
+    let (client, _) = raftcert::substrate::kube::connect(Some(kubeconfig))
         .await
         .expect("kubeconfig");
-    match raftcert::kube::nodes::NodeAccess::probe(&client).await {
+    match raftcert::substrate::kube::nodes::NodeAccess::probe(&client).await {
         Ok(_) => node_fault_checks(kubeconfig).await,
         Err(why) => eprintln!("SKIPPED the partition, disconnect and freeze checks: {why}"),
     }

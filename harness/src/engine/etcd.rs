@@ -1,7 +1,7 @@
 //! etcd: start arguments, startup-log parsing and the admin client.
 
 use crate::engine::tls::TlsMaterial;
-use crate::trace::{EngineErrorClass, MemberInfo, MembershipOp, StartConfig};
+use crate::trace::{EngineErrorClass, EventKind, MemberInfo, MembershipOp, StartConfig};
 use etcd_client::{
     Certificate, Client, ConnectOptions, GetOptions, Identity, MemberAddOptions, TlsOptions,
 };
@@ -78,6 +78,49 @@ pub enum LogFact {
     },
     /// The member can serve clients (it has seen a leader).
     Ready,
+}
+
+impl LogFact {
+    /// The trace event a fact of `slot`'s log is; `Ready` is none.
+    pub fn into_event(self, slot: &str) -> Option<EventKind> {
+        let slot = slot.to_string();
+        Some(match self {
+            LogFact::Start(config) => EventKind::MemberStart { slot, config },
+            LogFact::LocalMember {
+                member_id,
+                cluster_id,
+                restarted,
+            } => EventKind::LocalMember {
+                slot,
+                member_id,
+                cluster_id,
+                restarted,
+            },
+            LogFact::Membership {
+                op,
+                member_id,
+                peer_urls,
+            } => EventKind::MembershipApplied {
+                slot,
+                op,
+                member_id,
+                peer_urls,
+            },
+            LogFact::Error { class, message } => EventKind::EngineError {
+                slot,
+                class,
+                message,
+            },
+            LogFact::Ready => return None,
+        })
+    }
+}
+
+/// Parses one log line of `slot` and records what it shows, if anything.
+pub fn record_log_line(recorder: &crate::trace::Recorder, slot: &str, line: &str) {
+    if let Some(event) = parse_log_line(line).and_then(|fact| fact.into_event(slot)) {
+        recorder.record(event);
+    }
 }
 
 /// Parses `a=http://x:2380,b=http://y:2380` into name -> peer URLs.

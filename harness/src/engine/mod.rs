@@ -75,3 +75,35 @@ impl fmt::Display for EngineRef {
         }
     }
 }
+
+/// The engine of a run: a binary raftcert provisioned (local substrates),
+/// or the one a profile's images carry (Kubernetes).
+#[derive(Debug, Clone)]
+pub enum EngineChoice {
+    Installed(provision::EngineInstall),
+    InImage(EngineRef),
+}
+
+impl EngineChoice {
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            EngineChoice::Installed(install) => install.kind,
+            EngineChoice::InImage(r) => r.kind,
+        }
+    }
+
+    pub fn version(&self) -> String {
+        match self {
+            EngineChoice::Installed(install) => install.version.clone(),
+            EngineChoice::InImage(r) => r.version.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The provisioned binaries, for local substrates.
+    pub fn install(&self) -> Option<&provision::EngineInstall> {
+        match self {
+            EngineChoice::Installed(install) => Some(install),
+            EngineChoice::InImage(_) => None,
+        }
+    }
+}

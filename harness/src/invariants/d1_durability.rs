@@ -31,6 +31,7 @@ pub fn check(trace: &Trace) -> Verdict {
         .count();
     v.metrics.insert("acked_writes".into(), acked as f64);
     if acked == 0 {
+        v.nothing_to_judge("no write was acknowledged");
         return v;
     }
     let final_read = trace

@@ -20,6 +20,14 @@ pub fn check(trace: &Trace) -> Verdict {
     genesis_starts(&model, &mut v);
     cluster_ids(&model, &mut v);
     leaders_and_progress(&model, &mut v);
+    if !trace.events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::MemberStart { .. } | EventKind::MemberStatus { .. }
+        )
+    }) {
+        v.nothing_to_judge("no member started and none answered");
+    }
     v
 }
 
@@ -292,7 +300,7 @@ mod tests {
     fn restart_new_after_wipe_is_a_rebootstrap() {
         let t = static_3()
             .ev(step_started(1, 3))
-            .ev(fault(FaultKind::LoseVolume, 2))
+            .ev(fault(FaultKind::LOSE_VOLUME, 2))
             .ev(exited(2))
             .ev(wiped(2))
             .ev(deleted(2))
@@ -338,7 +346,7 @@ mod tests {
         let t = static_3()
             .ev(status(1, "a1", "a0", 2, 9, 5))
             .ev(step_started(1, 3))
-            .ev(fault(FaultKind::Kill, 1))
+            .ev(fault(FaultKind::KILL, 1))
             .ev(exited(1))
             .ev(started(1, true))
             .ev(restart_cfg(1))

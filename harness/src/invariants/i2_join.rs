@@ -19,11 +19,13 @@ pub const INVARIANT: Invariant = Invariant {
 pub fn check(trace: &Trace) -> Verdict {
     let model = Model::new(trace);
     let mut v = Verdict::new(&INVARIANT);
+    let mut joins = 0u32;
     for (pos, e) in model.events.iter().enumerate() {
         match &e.kind {
             EventKind::MemberStart { slot, config }
                 if !config.member_initialized && !model.in_genesis_group(pos) =>
             {
+                joins += 1;
                 if config.initial_cluster_state != "existing" {
                     v.violate(
                         format!(
@@ -75,6 +77,9 @@ pub fn check(trace: &Trace) -> Verdict {
             }
             _ => {}
         }
+    }
+    if joins == 0 {
+        v.nothing_to_judge("no member started without data after the genesis");
     }
     v
 }
@@ -334,7 +339,7 @@ mod tests {
         use MembershipOp::*;
         let t = static_3()
             .ev(step_started(1, 3))
-            .ev(fault(FaultKind::LoseVolume, 2))
+            .ev(fault(FaultKind::LOSE_VOLUME, 2))
             .ev(exited(2))
             .ev(wiped(2))
             .ev(deleted(2))

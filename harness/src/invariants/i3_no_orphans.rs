@@ -22,6 +22,13 @@ pub fn check(trace: &Trace) -> Verdict {
         end_of_step(&model, step, &mut v);
     }
     upper_bound(&model, &mut v);
+    if !trace
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::MemberList { .. }))
+    {
+        v.nothing_to_judge("no member list was observed");
+    }
     v
 }
 

@@ -70,6 +70,13 @@ pub fn check(trace: &Trace) -> Verdict {
     v.metrics
         .insert("unavailable_ms_fault".into(), fault_ms as f64);
     v.metrics.insert("max_window_ms".into(), max_ms as f64);
+    if !trace
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::MemberList { .. }))
+    {
+        v.nothing_to_judge("no member list was observed");
+    }
     v
 }
 
@@ -189,11 +196,11 @@ mod tests {
         // Two of three frozen for 20 s by the harness.
         let t = static_3()
             .ev(step_started(1, 3))
-            .ev(fault(FaultKind::Freeze, 1))
-            .ev(fault(FaultKind::Freeze, 2))
+            .ev(fault(FaultKind::FREEZE, 1))
+            .ev(fault(FaultKind::FREEZE, 2))
             .wait(20_000)
-            .ev(fault(FaultKind::Thaw, 1))
-            .ev(fault(FaultKind::Thaw, 2))
+            .ev(fault(FaultKind::THAW, 1))
+            .ev(fault(FaultKind::THAW, 2))
             .ev(status(1, "a1", "a0", 2, 9, 2))
             .ev(step_finished(1, true))
             .finish();
@@ -208,7 +215,7 @@ mod tests {
         // A later step removes nothing but stops two members for good.
         let t = static_3()
             .ev(step_started(1, 3))
-            .ev(fault(FaultKind::Kill, 1))
+            .ev(fault(FaultKind::KILL, 1))
             .ev(exited(1))
             .ev(started(1, true))
             .ev(step_finished(1, true))

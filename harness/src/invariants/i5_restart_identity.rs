@@ -20,6 +20,7 @@ pub fn check(trace: &Trace) -> Verdict {
     let mut ran_as: HashMap<&str, usize> = HashMap::new();
     // (slot, step start, clause): crash loops report once per step.
     let mut reported: HashSet<(&str, usize, &str)> = HashSet::new();
+    let mut restarts = 0u32;
     for (pos, e) in model.events.iter().enumerate() {
         match &e.kind {
             EventKind::LocalMember { slot, .. } => {
@@ -46,6 +47,7 @@ pub fn check(trace: &Trace) -> Verdict {
                 let Some(end) = step.end else {
                     continue;
                 };
+                restarts += 1;
                 let end_ev = &model.events[end];
                 let next_local = model.span(pos + 1, model.events.len()).iter().find(
                     |x| matches!(&x.kind, EventKind::LocalMember { slot: s, .. } if s == slot),
@@ -95,6 +97,9 @@ pub fn check(trace: &Trace) -> Verdict {
             _ => {}
         }
     }
+    if restarts == 0 {
+        v.nothing_to_judge("no member restarted on its data during a step");
+    }
     v
 }
 
@@ -107,7 +112,7 @@ mod tests {
     fn killed_and_restarted() -> TB {
         static_3()
             .ev(step_started(1, 3))
-            .ev(fault(FaultKind::Kill, 1))
+            .ev(fault(FaultKind::KILL, 1))
             .ev(exited(1))
             .ev(started(1, true))
             .ev(restart_cfg(1))

@@ -19,6 +19,7 @@ pub fn check(trace: &Trace) -> Verdict {
     let mut v = Verdict::new(&INVARIANT);
     // Slot -> the LocalMember it last ran as, since its last wipe.
     let mut ran_as: HashMap<&str, usize> = HashMap::new();
+    let mut losses = 0u32;
     for (pos, e) in model.events.iter().enumerate() {
         match &e.kind {
             EventKind::LocalMember { slot, .. } => {
@@ -29,10 +30,14 @@ pub fn check(trace: &Trace) -> Verdict {
                     && let EventKind::LocalMember { member_id, .. } = &model.events[prev].kind
                 {
                     after_wipe(&model, pos, slot, member_id, &mut v);
+                    losses += 1;
                 }
             }
             _ => {}
         }
+    }
+    if losses == 0 {
+        v.nothing_to_judge("no member lost its data");
     }
     v
 }
@@ -126,7 +131,7 @@ mod tests {
     fn volume_lost() -> TB {
         static_3()
             .ev(step_started(1, 3))
-            .ev(fault(FaultKind::LoseVolume, 2))
+            .ev(fault(FaultKind::LOSE_VOLUME, 2))
             .ev(exited(2))
             .ev(wiped(2))
             .ev(deleted(2))

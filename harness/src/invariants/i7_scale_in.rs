@@ -16,10 +16,15 @@ pub const INVARIANT: Invariant = Invariant {
 pub fn check(trace: &Trace) -> Verdict {
     let model = Model::new(trace);
     let mut v = Verdict::new(&INVARIANT);
+    let mut scale_ins = 0u32;
     for step in &model.steps {
         if step.prev_desired.is_some_and(|n| step.desired < n) {
             scale_in(&model, step, &mut v);
+            scale_ins += 1;
         }
+    }
+    if scale_ins == 0 {
+        v.nothing_to_judge("no step scaled in");
     }
     v
 }
@@ -137,7 +142,7 @@ mod tests {
 
         let t = static_3()
             .ev(step_started(1, 2))
-            .ev(fault(FaultKind::LoseVolume, 1))
+            .ev(fault(FaultKind::LOSE_VOLUME, 1))
             .ev(exited(1))
             .ev(wiped(1))
             .ev(call_on(Remove, "a1"))

@@ -79,6 +79,13 @@ pub fn check(trace: &Trace) -> Verdict {
             );
         }
     }
+    if !trace
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::MemberList { .. }))
+    {
+        v.nothing_to_judge("no member list was observed");
+    }
     v
 }
 

@@ -21,6 +21,7 @@ pub fn check(trace: &Trace) -> Verdict {
     let mut procs = Procs::default();
     let mut started_any = false;
     let mut seen = 0;
+    let mut compared = 0u32;
     for step in &model.steps {
         let Some(end) = step.end else {
             continue;
@@ -43,6 +44,7 @@ pub fn check(trace: &Trace) -> Verdict {
         }
         seen = end;
         if started_any && !procs.any_running() {
+            compared += 1;
             if claimed > 0 {
                 v.violate(
                     format!(
@@ -60,6 +62,7 @@ pub fn check(trace: &Trace) -> Verdict {
             continue;
         };
         let started = members_of(list).iter().filter(|m| m.is_started()).count() as u64;
+        compared += 1;
         if claimed != started {
             v.violate(
                 format!(
@@ -71,6 +74,19 @@ pub fn check(trace: &Trace) -> Verdict {
                 vec![status.clone(), list.clone(), model.events[end].clone()],
             );
         }
+    }
+    if compared == 0 {
+        v.nothing_to_judge(
+            if trace
+                .events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::OperatorStatus { .. }))
+            {
+                "no step ended with both an operator status and a member list"
+            } else {
+                "no operator status to compare (no status source)"
+            },
+        );
     }
     v
 }

@@ -38,6 +38,19 @@ pub struct Verdict {
     /// Measurements made while checking (for example unavailability windows).
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// Why the invariant had nothing to judge in this trace (no write was
+    /// acknowledged, no partition happened, ...): the verdict is `n/a`,
+    /// which is neither a pass nor a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<String>,
+}
+
+/// How a verdict reads: `pass`, `FAIL` or `n/a`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    NotApplicable,
 }
 
 impl Verdict {
@@ -47,10 +60,36 @@ impl Verdict {
             title: invariant.title.to_string(),
             violations: Vec::new(),
             metrics: BTreeMap::new(),
+            not_applicable: None,
         }
     }
+    /// No violation (also true of an `n/a` verdict, which has none).
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+    pub fn outcome(&self) -> Outcome {
+        if !self.violations.is_empty() {
+            Outcome::Fail
+        } else if self.not_applicable.is_some() {
+            Outcome::NotApplicable
+        } else {
+            Outcome::Pass
+        }
+    }
+    /// `pass`, `FAIL` or `n/a`.
+    pub fn outcome_word(&self) -> &'static str {
+        match self.outcome() {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "FAIL",
+            Outcome::NotApplicable => "n/a",
+        }
+    }
+    /// Marks the verdict `n/a` unless it found a violation: there was
+    /// nothing to judge, for the reason given.
+    pub fn nothing_to_judge(&mut self, reason: impl Into<String>) {
+        if self.violations.is_empty() {
+            self.not_applicable = Some(reason.into());
+        }
     }
     pub fn violate(&mut self, message: impl Into<String>, evidence: Vec<Event>) {
         self.violations.push(Violation {

@@ -544,7 +544,7 @@ impl<'a> Model<'a> {
             .iter()
             .enumerate()
             .filter(|(_, e)| {
-                matches!(&e.kind, EventKind::FaultInjected { fault, .. } if *fault != FaultKind::CrashDeployer)
+                matches!(&e.kind, EventKind::FaultInjected { fault, .. } if *fault != FaultKind::CRASH_DEPLOYER)
             })
             .map(|(pos, e)| FaultWindow {
                 pos,
@@ -580,15 +580,15 @@ impl Procs {
             }
             // SIGSTOP on a slot with no process changes nothing.
             EventKind::FaultInjected {
-                fault: FaultKind::Freeze,
+                fault,
                 slot: Some(slot),
-            } if self.running.contains(slot) => {
+            } if *fault == FaultKind::FREEZE && self.running.contains(slot) => {
                 self.frozen.insert(slot.clone());
             }
             EventKind::FaultInjected {
-                fault: FaultKind::Thaw,
+                fault,
                 slot: Some(slot),
-            } => {
+            } if *fault == FaultKind::THAW => {
                 self.frozen.remove(slot);
             }
             _ => {}

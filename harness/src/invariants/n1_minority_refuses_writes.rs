@@ -56,6 +56,13 @@ pub fn check(trace: &Trace) -> Verdict {
     finish(&mut v, cut, minority_probes);
     v.metrics
         .insert("minority_writes_accepted".into(), accepted as f64);
+    if !trace
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::NetworkCut { .. }))
+    {
+        v.nothing_to_judge("the network was never cut");
+    }
     v
 }
 

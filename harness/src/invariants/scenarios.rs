@@ -119,13 +119,13 @@ fn faults_handled_correctly_pass_all() {
     let t = static_3()
         // Kill and delete-pod: same member back.
         .ev(step_started(1, 3))
-        .ev(fault(FaultKind::Kill, 1))
+        .ev(fault(FaultKind::KILL, 1))
         .ev(exited(1))
         .ev(started(1, true))
         .ev(restart_cfg(1))
         .ev(local(1, "a1", true))
         .ev(status(1, "a1", "a0", 2, 9, 2))
-        .ev(fault(FaultKind::DeletePod, 2))
+        .ev(fault(FaultKind::DELETE_POD, 2))
         .ev(exited(2))
         .ev(deleted(2))
         .ev(started(2, true))
@@ -136,7 +136,7 @@ fn faults_handled_correctly_pass_all() {
         .ev(step_finished(1, true))
         // Volume loss: remove, add anew, join.
         .ev(step_started(2, 3))
-        .ev(fault(FaultKind::LoseVolume, 2))
+        .ev(fault(FaultKind::LOSE_VOLUME, 2))
         .ev(exited(2))
         .ev(wiped(2))
         .ev(deleted(2))
@@ -173,7 +173,7 @@ fn restart_new_after_wipe_fails_i1_and_i6() {
     // broken-lost-volume-restarts-new: etcd #11410.
     let t = static_3()
         .ev(step_started(1, 3))
-        .ev(fault(FaultKind::LoseVolume, 2))
+        .ev(fault(FaultKind::LOSE_VOLUME, 2))
         .ev(exited(2))
         .ev(wiped(2))
         .ev(deleted(2))

@@ -288,6 +288,139 @@ pub fn harness_commit() -> Option<String> {
         .map(str::to_string)
 }
 
+/// What a certification ran, for its certificate.
+pub struct CertifiedRun<'a> {
+    pub subjects: &'a [crate::subject::SubjectChoice],
+    pub engines: &'a [crate::engine::EngineChoice],
+    pub substrate: &'a crate::substrate::SubstrateChoice,
+    pub suite: &'a str,
+    pub suite_text: &'a str,
+    pub seed: u64,
+    pub not_covered: &'a [super::NotCovered],
+}
+
+/// The certificate of a certification: what was certified, on what, with
+/// which harness, and what could not be covered.
+pub fn certificate(run: CertifiedRun<'_>) -> Result<Certificate, BundleError> {
+    use crate::subject::SubjectChoice;
+    use crate::substrate::SubstrateChoice;
+    let mut subjects = Vec::new();
+    for subject in run.subjects {
+        subjects.push(match subject {
+            SubjectChoice::External { command, .. } => Subject {
+                kind: SubjectKind::Deployer,
+                name: subject.name(),
+                version: None,
+                command: Some(command.clone()),
+                artifacts: command_files(command)?,
+            },
+            SubjectChoice::Operator(profile) => operator_subject(profile)?,
+            SubjectChoice::Builtin(_) | SubjectChoice::Custom { .. } => Subject {
+                kind: SubjectKind::Strategy,
+                name: subject.name(),
+                version: Some(env!("CARGO_PKG_VERSION").to_string()),
+                command: None,
+                artifacts: Vec::new(),
+            },
+        });
+    }
+    let mut engines = Vec::new();
+    for install in run.engines.iter().filter_map(|e| e.install()) {
+        engines.push(EngineBuild {
+            engine: install.kind.as_str().to_string(),
+            version: install.version.clone(),
+            source: install.source.clone(),
+            server: Artifact {
+                name: install.server.display().to_string(),
+                digest: digest_of_file(&install.server)?,
+            },
+        });
+    }
+    let (kubernetes, node_faults) = match run.substrate {
+        SubstrateChoice::Kube(target) => (Some(target.server.clone()), Some(target.node_faults())),
+        _ => (None, None),
+    };
+    Ok(Certificate {
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        harness_commit: harness_commit(),
+        subjects,
+        environment: Environment {
+            backend: run.substrate.name().to_string(),
+            engines,
+            kubernetes,
+            node_faults,
+            host: host_platform(),
+        },
+        suite: run.suite.to_string(),
+        suite_digest: digest_of(run.suite_text.as_bytes()),
+        seed: run.seed,
+        not_covered: run
+            .not_covered
+            .iter()
+            .map(|gap| format!("{} / {}: {}", gap.scenario, gap.subject, gap.reason))
+            .collect(),
+    })
+}
+
+/// An operator profile as a certified subject: its manifests and images.
+fn operator_subject(
+    profile: &crate::substrate::kube::profile::Profile,
+) -> Result<Subject, BundleError> {
+    let mut artifacts = Vec::new();
+    for (manifest, path) in profile
+        .install
+        .iter()
+        .chain([&profile.deployment])
+        .zip(profile.manifest_paths())
+    {
+        artifacts.push(Artifact {
+            name: manifest.clone(),
+            digest: digest_of_file(&path)?,
+        });
+    }
+    for image in &profile.images {
+        artifacts.push(Artifact {
+            name: image.clone(),
+            digest: local_image_digest(image).unwrap_or_else(|| "unknown".to_string()),
+        });
+    }
+    Ok(Subject {
+        kind: SubjectKind::Operator,
+        name: profile.subject.name.clone(),
+        version: Some(profile.subject.version.clone()),
+        command: None,
+        artifacts,
+    })
+}
+
+/// The image ID docker holds for `image`, when a local engine answers.
+fn local_image_digest(image: &str) -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|id| !id.is_empty())
+}
+
+/// Digests of the files a deployer command names (its script, for
+/// example), so the certificate pins what ran.
+fn command_files(command: &str) -> Result<Vec<Artifact>, BundleError> {
+    let mut artifacts = Vec::new();
+    for word in command.split_whitespace() {
+        let path = Path::new(word);
+        if path.is_file() {
+            artifacts.push(Artifact {
+                name: word.to_string(),
+                digest: digest_of_file(path)?,
+            });
+        }
+    }
+    Ok(artifacts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 pub mod bundle;
 mod junit;
 mod markdown;
+pub mod recheck;
 mod summary;
 mod table;
 #[cfg(test)]
@@ -44,6 +45,10 @@ pub struct RunResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub verdicts: Vec<Verdict>,
+    /// The invariants the scenario exists to test: each must have judged
+    /// something for the run to pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub must_judge: Vec<String>,
     pub duration_ms: u64,
     /// Time from the start of the bootstrap step until the cluster was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,13 +67,26 @@ pub struct SuiteReport {
     pub started_at: String,
     pub duration_ms: u64,
     pub runs: Vec<RunResult>,
+    /// Scenarios the suite has that this run could not drive, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_covered: Vec<NotCovered>,
     /// Present when the run was a certification (`raftcert certify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<bundle::Certificate>,
 }
 
-/// Newest `results.json` format this build understands.
-pub const REPORT_FORMAT: u32 = 1;
+/// A scenario a run left out: a fault it uses needs what the subject or
+/// substrate lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotCovered {
+    pub scenario: String,
+    pub subject: String,
+    pub reason: String,
+}
+
+/// Newest `results.json` format this build understands. Format 2 added
+/// `n/a` verdicts and the invariants a scenario must judge.
+pub const REPORT_FORMAT: u32 = 2;
 
 pub const RESULTS_FILE: &str = "results.json";
 pub const JUNIT_FILE: &str = "junit.xml";
@@ -164,18 +182,80 @@ impl Totals {
 }
 
 impl RunResult {
-    /// Judges a finished run: the invariants over its trace, and `error`
-    /// when the run was aborted whatever they say.
-    pub fn judge(&mut self, trace: &crate::trace::Trace, abort: Option<String>) {
+    /// A run not judged (yet): status `error`, no verdicts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unjudged(
+        run_id: &str,
+        scenario: &str,
+        subject: &str,
+        engine: &crate::engine::EngineChoice,
+        substrate: &str,
+        replicas: u32,
+        tls: bool,
+        seed: u64,
+        rel_dir: &str,
+        error: Option<String>,
+    ) -> RunResult {
+        RunResult {
+            run_id: run_id.to_string(),
+            scenario: scenario.to_string(),
+            strategy: subject.to_string(),
+            engine: engine.kind().to_string(),
+            engine_version: engine.version(),
+            backend: substrate.to_string(),
+            replicas,
+            tls,
+            seed,
+            status: RunStatus::Error,
+            error,
+            verdicts: Vec::new(),
+            must_judge: Vec::new(),
+            duration_ms: 0,
+            ready_ms: None,
+            trace: format!("{rel_dir}/trace.jsonl"),
+            logs: format!("{rel_dir}/logs"),
+        }
+    }
+
+    /// Judges a finished run: the invariants over its trace. `error` when
+    /// the run was aborted, whatever they say, or when an invariant the
+    /// scenario exists to test (`must_judge`) had nothing to judge: such a
+    /// run proves nothing, so it is no pass.
+    pub fn judge(
+        &mut self,
+        trace: &crate::trace::Trace,
+        abort: Option<String>,
+        must_judge: &[String],
+    ) {
         self.verdicts = crate::invariants::check_all(trace);
+        self.must_judge = must_judge.to_vec();
+        let unjudged: Vec<String> = self
+            .verdicts
+            .iter()
+            .filter(|v| must_judge.contains(&v.invariant))
+            .filter_map(|v| {
+                v.not_applicable
+                    .as_ref()
+                    .map(|why| format!("{} ({why})", v.invariant))
+            })
+            .collect();
         self.status = if abort.is_some() {
             RunStatus::Error
-        } else if self.verdicts.iter().all(Verdict::passed) {
-            RunStatus::Pass
-        } else {
+        } else if !self.verdicts.iter().all(Verdict::passed) {
             RunStatus::Fail
+        } else if !unjudged.is_empty() {
+            RunStatus::Error
+        } else {
+            RunStatus::Pass
         };
-        self.error = abort;
+        self.error = abort.or_else(|| {
+            (!unjudged.is_empty()).then(|| {
+                format!(
+                    "nothing to judge for what this scenario tests: {}",
+                    unjudged.join("; ")
+                )
+            })
+        });
     }
 
     /// `etcd-3.5.17` or `etcd-3.5.17+tls`.

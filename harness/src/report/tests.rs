@@ -92,6 +92,7 @@ fn run(scenario: &str, status: RunStatus) -> RunResult {
         status,
         error: None,
         verdicts: Vec::new(),
+        must_judge: Vec::new(),
         duration_ms: 30_000,
         ready_ms: None,
         trace: format!("runs/{scenario}/trace.jsonl"),
@@ -110,6 +111,7 @@ fn sample() -> SuiteReport {
         title: "Quorum kept".to_string(),
         violations: vec![],
         metrics,
+        not_applicable: None,
     });
 
     let mut fail = run("split-brain", RunStatus::Fail);
@@ -124,6 +126,7 @@ fn sample() -> SuiteReport {
             evidence: vec![member_start_event(), member_list_event()],
         }],
         metrics: BTreeMap::new(),
+        not_applicable: None,
     });
 
     let mut error = run("lose-volume", RunStatus::Error);
@@ -136,6 +139,7 @@ fn sample() -> SuiteReport {
         started_at: "2024-01-01T00:00:00Z".to_string(),
         duration_ms: 95_200,
         runs: vec![pass, fail, error],
+        not_covered: Vec::new(),
         certificate: None,
     }
 }
@@ -358,7 +362,7 @@ fn event_summary_covers_every_kind_on_one_line() {
             desired_slots: None,
         },
         EventKind::FaultInjected {
-            fault: FaultKind::LoseVolume,
+            fault: FaultKind::LOSE_VOLUME,
             slot: Some(s("m1")),
         },
         EventKind::DeployerActions {
@@ -484,7 +488,7 @@ fn event_summary_covers_every_kind_on_one_line() {
         r#"membership-call remove member=1234 failed error="member not found""#
     );
     let fault = kind_summary(&EventKind::FaultInjected {
-        fault: FaultKind::LoseVolume,
+        fault: FaultKind::LOSE_VOLUME,
         slot: Some(s("m1")),
     });
     assert_eq!(fault, "fault-injected lose-volume slot=m1");

@@ -1,7 +1,6 @@
-//! Scenarios: the suite model and the runner that drives one run.
+//! Scenarios: the suite model (YAML steps with settle deadlines, faults
+//! from the registry, the invariants a scenario exists to test).
 
 pub mod model;
-pub mod runner;
 
 pub use model::{MemberSelector, Scenario, Step, StepAction, Suite, SuiteError};
-pub use runner::{RunSpec, StrategyChoice, run_scenario};

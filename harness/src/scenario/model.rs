@@ -1,8 +1,9 @@
 //! Scenario suites as YAML: declarative steps with settle deadlines.
 
-use crate::trace::FaultKind;
+use crate::faults::{self, FaultArgs, FaultRef, Targeting};
 use crate::util::parse_duration;
 use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,24 +62,32 @@ impl TryFrom<SelectorRaw> for MemberSelector {
     fn try_from(raw: SelectorRaw) -> Result<Self, Self::Error> {
         match raw {
             SelectorRaw::Ordinal(n) => Ok(MemberSelector::Ordinal(n)),
-            SelectorRaw::Word(w) => match w.as_str() {
-                "leader" => Ok(MemberSelector::Leader),
-                "follower" => Ok(MemberSelector::Follower),
-                "random" => Ok(MemberSelector::Random),
-                other => Err(format!(
-                    "unknown member {other:?}: expected an ordinal, leader, follower or random"
-                )),
-            },
+            SelectorRaw::Word(w) => MemberSelector::from_word(&w),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FreezeSpec {
-    pub member: MemberSelector,
-    #[serde(rename = "for")]
-    pub duration: Dur,
+impl MemberSelector {
+    pub fn from_word(word: &str) -> Result<Self, String> {
+        match word {
+            "leader" => Ok(MemberSelector::Leader),
+            "follower" => Ok(MemberSelector::Follower),
+            "random" => Ok(MemberSelector::Random),
+            other => Err(format!(
+                "unknown member {other:?}: expected an ordinal, leader, follower or random"
+            )),
+        }
+    }
+
+    /// `1`, `leader`, `follower`, `random`.
+    pub fn describe(self) -> String {
+        match self {
+            MemberSelector::Ordinal(n) => n.to_string(),
+            MemberSelector::Leader => "leader".into(),
+            MemberSelector::Follower => "follower".into(),
+            MemberSelector::Random => "random".into(),
+        }
+    }
 }
 
 /// Which members a partition cuts off from the rest: one member by
@@ -107,7 +116,7 @@ impl TryFrom<IsolateRaw> for IsolateSet {
             IsolateRaw::Many(list) => list
                 .into_iter()
                 .try_fold(0u16, |mask, o| {
-                    if o < 16 {
+                    if o < MAX_REPLICAS {
                         Ok(mask | 1 << o)
                     } else {
                         Err(format!("member {o} out of range"))
@@ -123,6 +132,20 @@ impl IsolateSet {
         (0..16).filter(move |o| mask & (1 << o) != 0)
     }
 
+    /// `leader` or `[0, 1]`.
+    pub fn describe(self) -> String {
+        match self {
+            IsolateSet::One(selector) => selector.describe(),
+            IsolateSet::Ordinals(mask) => format!(
+                "[{}]",
+                IsolateSet::ordinals(mask)
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
     /// One selector per member to cut off.
     pub fn selectors(self) -> Vec<MemberSelector> {
         match self {
@@ -132,15 +155,6 @@ impl IsolateSet {
                 .collect(),
         }
     }
-}
-
-/// A network partition held for a while, then healed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartitionSpec {
-    pub isolate: IsolateSet,
-    #[serde(rename = "for")]
-    pub duration: Dur,
 }
 
 /// When a mid-step fault fires.
@@ -167,34 +181,58 @@ impl TryFrom<String> for Trigger {
 
 /// A fault injected while a step is in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawInject")]
 pub struct Inject {
     pub after: Trigger,
-    pub fault: FaultKind,
-    #[serde(default)]
-    pub member: Option<MemberSelector>,
-    /// For isolate, disconnect and freeze: undo the fault after this long.
-    #[serde(default, rename = "for")]
-    pub duration: Option<Dur>,
+    pub fault: FaultRef,
+    /// Without `for:`, a held fault holds until its step ends.
+    pub args: FaultArgs,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInject {
+    after: Trigger,
+    fault: FaultRef,
+    #[serde(default)]
+    member: Option<MemberSelector>,
+    #[serde(default)]
+    isolate: Option<IsolateSet>,
+    #[serde(default, rename = "for")]
+    duration: Option<Dur>,
+}
+
+impl TryFrom<RawInject> for Inject {
+    type Error = String;
+    fn try_from(raw: RawInject) -> Result<Self, Self::Error> {
+        let mut args = FaultArgs {
+            member: raw.member,
+            isolate: raw.isolate,
+            duration: raw.duration.map(|d| d.0),
+        };
+        // `fault: isolate, member: follower` cuts that member off.
+        if raw.fault.targeting() == Targeting::Isolate && args.isolate.is_none() {
+            args.isolate = args.member.take().map(IsolateSet::One);
+        }
+        args.check_for(raw.fault.0, true)?;
+        Ok(Inject {
+            after: raw.after,
+            fault: raw.fault,
+            args,
+        })
+    }
+}
+
+/// What a step does before it settles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepAction {
     Bootstrap(u32),
     Scale(u32),
-    Restart(MemberSelector),
-    Kill(MemberSelector),
-    Freeze(FreezeSpec),
-    /// Cut members off from the others; the harness still reaches them.
-    Partition(PartitionSpec),
-    /// Detach a member from the run's network, then attach it again.
-    Disconnect(FreezeSpec),
-    DeletePod(MemberSelector),
-    LoseVolume(MemberSelector),
+    /// One restart per member, each settling before the next.
     RollingRestart,
-    FullRestart,
-    CrashDeployer,
     Wait,
+    /// A registered fault (see [`crate::faults`]).
+    Fault(FaultRef, FaultArgs),
 }
 
 impl StepAction {
@@ -202,107 +240,120 @@ impl StepAction {
         match self {
             StepAction::Bootstrap(n) => format!("bootstrap {n}"),
             StepAction::Scale(n) => format!("scale {n}"),
-            StepAction::Restart(m) => format!("restart {m:?}"),
-            StepAction::Kill(m) => format!("kill {m:?}"),
-            StepAction::Freeze(f) => format!("freeze {:?}", f.member),
-            StepAction::Partition(p) => match p.isolate {
-                IsolateSet::One(m) => format!("partition {m:?}"),
-                IsolateSet::Ordinals(mask) => format!(
-                    "partition {:?}",
-                    IsolateSet::ordinals(mask).collect::<Vec<_>>()
-                ),
-            },
-            StepAction::Disconnect(f) => format!("disconnect {:?}", f.member),
-            StepAction::DeletePod(m) => format!("delete-pod {m:?}"),
-            StepAction::LoseVolume(m) => format!("lose-volume {m:?}"),
             StepAction::RollingRestart => "rolling-restart".into(),
-            StepAction::FullRestart => "full-restart".into(),
-            StepAction::CrashDeployer => "crash-deployer".into(),
             StepAction::Wait => "wait".into(),
+            StepAction::Fault(fault, args) => {
+                let args = args.describe();
+                if args.is_empty() {
+                    fault.name().to_string()
+                } else {
+                    format!("{} {args}", fault.name())
+                }
+            }
         }
-        .to_lowercase()
+    }
+
+    /// The replica count a bootstrap or scale step asks for.
+    pub fn replicas(&self) -> Option<u32> {
+        match self {
+            StepAction::Bootstrap(n) | StepAction::Scale(n) => Some(*n),
+            _ => None,
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawStep")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
     pub action: StepAction,
     pub settle: Option<Duration>,
     pub inject: Option<Inject>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawStep {
-    bootstrap: Option<u32>,
-    scale: Option<u32>,
-    restart: Option<MemberSelector>,
-    kill: Option<MemberSelector>,
-    freeze: Option<FreezeSpec>,
-    partition: Option<PartitionSpec>,
-    disconnect: Option<FreezeSpec>,
-    delete_pod: Option<MemberSelector>,
-    lose_volume: Option<MemberSelector>,
-    rolling_restart: Option<serde::de::IgnoredAny>,
-    full_restart: Option<serde::de::IgnoredAny>,
-    crash_deployer: Option<serde::de::IgnoredAny>,
-    wait: Option<serde::de::IgnoredAny>,
-    settle: Option<Dur>,
-    inject: Option<Inject>,
+impl Step {
+    /// The faults the step uses, in the step and mid-step.
+    pub fn faults(&self) -> impl Iterator<Item = FaultRef> + '_ {
+        let in_step = match self.action {
+            StepAction::Fault(fault, _) => Some(fault),
+            // A rolling restart is one restart per member.
+            StepAction::RollingRestart => faults::find("restart"),
+            _ => None,
+        };
+        in_step.into_iter().chain(self.inject.map(|i| i.fault))
+    }
 }
 
-impl TryFrom<RawStep> for Step {
-    type Error = String;
-    fn try_from(raw: RawStep) -> Result<Self, Self::Error> {
+/// Step keys besides the registered faults.
+const STEP_KEYS: &[&str] = &[
+    "bootstrap",
+    "scale",
+    "rolling-restart",
+    "wait",
+    "settle",
+    "inject",
+];
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(StepVisitor)
+    }
+}
+
+struct StepVisitor;
+
+impl<'de> Visitor<'de> for StepVisitor {
+    type Value = Step;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a step: one action (bootstrap, scale, a fault, ...) and its options")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Step, A::Error> {
         let mut actions = Vec::new();
-        if let Some(n) = raw.bootstrap {
-            actions.push(StepAction::Bootstrap(n));
-        }
-        if let Some(n) = raw.scale {
-            actions.push(StepAction::Scale(n));
-        }
-        if let Some(m) = raw.restart {
-            actions.push(StepAction::Restart(m));
-        }
-        if let Some(m) = raw.kill {
-            actions.push(StepAction::Kill(m));
-        }
-        if let Some(f) = raw.freeze {
-            actions.push(StepAction::Freeze(f));
-        }
-        if let Some(p) = raw.partition {
-            actions.push(StepAction::Partition(p));
-        }
-        if let Some(f) = raw.disconnect {
-            actions.push(StepAction::Disconnect(f));
-        }
-        if let Some(m) = raw.delete_pod {
-            actions.push(StepAction::DeletePod(m));
-        }
-        if let Some(m) = raw.lose_volume {
-            actions.push(StepAction::LoseVolume(m));
-        }
-        if raw.rolling_restart.is_some() {
-            actions.push(StepAction::RollingRestart);
-        }
-        if raw.full_restart.is_some() {
-            actions.push(StepAction::FullRestart);
-        }
-        if raw.crash_deployer.is_some() {
-            actions.push(StepAction::CrashDeployer);
-        }
-        if raw.wait.is_some() {
-            actions.push(StepAction::Wait);
+        let mut settle = None;
+        let mut inject = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "bootstrap" => actions.push(StepAction::Bootstrap(map.next_value()?)),
+                "scale" => actions.push(StepAction::Scale(map.next_value()?)),
+                "rolling-restart" => {
+                    map.next_value::<IgnoredAny>()?;
+                    actions.push(StepAction::RollingRestart);
+                }
+                "wait" => {
+                    map.next_value::<IgnoredAny>()?;
+                    actions.push(StepAction::Wait);
+                }
+                "settle" => settle = Some(map.next_value::<Dur>()?.0),
+                "inject" => inject = Some(map.next_value::<Inject>()?),
+                other => {
+                    let Some(fault) = faults::find(other) else {
+                        let mut known: Vec<&str> = STEP_KEYS.to_vec();
+                        known.extend(faults::names());
+                        return Err(de::Error::custom(format!(
+                            "unknown step key {other:?}: expected one of {}",
+                            known.join(", ")
+                        )));
+                    };
+                    let mut args: FaultArgs = map.next_value()?;
+                    if fault.targeting() == Targeting::Isolate && args.isolate.is_none() {
+                        args.isolate = args.member.take().map(IsolateSet::One);
+                    }
+                    args.check_for(fault.0, false).map_err(de::Error::custom)?;
+                    actions.push(StepAction::Fault(fault, args));
+                }
+            }
         }
         match actions.as_slice() {
             [action] => Ok(Step {
                 action: *action,
-                settle: raw.settle.map(|d| d.0),
-                inject: raw.inject,
+                settle,
+                inject,
             }),
-            [] => Err("a step needs one of bootstrap, scale, restart, kill, freeze, partition, disconnect, delete-pod, lose-volume, rolling-restart, full-restart, crash-deployer, wait".into()),
-            _ => Err("a step has exactly one action".into()),
+            [] => Err(de::Error::custom(format!(
+                "a step needs one action: bootstrap, scale, rolling-restart, wait or a fault ({})",
+                faults::names().join(", ")
+            ))),
+            _ => Err(de::Error::custom("a step has exactly one action")),
         }
     }
 }
@@ -318,6 +369,10 @@ pub struct Scenario {
     pub seed: Option<u64>,
     #[serde(default)]
     pub quorum_grace: Option<Dur>,
+    /// Invariants this scenario exists to test: a run in which one of
+    /// them had nothing to judge is not a pass (added to the suite's).
+    #[serde(default)]
+    pub must_judge: Vec<String>,
     pub steps: Vec<Step>,
 }
 
@@ -333,22 +388,15 @@ impl Scenario {
             .max()
             .unwrap_or(0)
     }
-    /// Whether the scenario cuts the network, which only some backends can.
-    pub fn needs_partitions(&self) -> bool {
-        self.steps.iter().any(|s| {
-            matches!(
-                s.action,
-                StepAction::Partition(_) | StepAction::Disconnect(_)
-            ) || s.inject.is_some_and(|i| {
-                matches!(
-                    i.fault,
-                    FaultKind::Isolate
-                        | FaultKind::Heal
-                        | FaultKind::Disconnect
-                        | FaultKind::Reconnect
-                )
-            })
-        })
+    /// Every fault the scenario uses, once each, in order.
+    pub fn faults(&self) -> Vec<FaultRef> {
+        let mut used: Vec<FaultRef> = Vec::new();
+        for fault in self.steps.iter().flat_map(Step::faults) {
+            if !used.contains(&fault) {
+                used.push(fault);
+            }
+        }
+        used
     }
     pub fn bootstrap_replicas(&self) -> u32 {
         match self.steps.first().map(|s| s.action) {
@@ -365,6 +413,9 @@ pub struct Defaults {
     pub settle: Option<Dur>,
     #[serde(default)]
     pub quorum_grace: Option<Dur>,
+    /// Invariants every scenario of the suite must give something to judge.
+    #[serde(default)]
+    pub must_judge: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +428,9 @@ pub struct Suite {
     pub defaults: Defaults,
     pub scenarios: Vec<Scenario>,
 }
+
+/// The largest cluster a suite may ask for.
+pub const MAX_REPLICAS: u32 = 15;
 
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_QUORUM_GRACE: Duration = Duration::from_secs(15);
@@ -433,6 +487,17 @@ impl Suite {
             .unwrap_or(DEFAULT_SETTLE)
     }
 
+    /// The invariants a run of `scenario` must have judged something with.
+    pub fn must_judge_for(&self, scenario: &Scenario) -> Vec<String> {
+        let mut ids = self.defaults.must_judge.clone();
+        for id in &scenario.must_judge {
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids
+    }
+
     pub fn quorum_grace_for(&self, scenario: &Scenario) -> Duration {
         scenario
             .quorum_grace
@@ -453,7 +518,26 @@ impl Suite {
             if !names.insert(scenario.name.clone()) {
                 return Err(invalid(0, "duplicate scenario name".into()));
             }
+            for id in self.defaults.must_judge.iter().chain(&scenario.must_judge) {
+                if !crate::invariants::registry().iter().any(|i| i.id == id) {
+                    return Err(invalid(0, format!("must-judge names no invariant {id:?}")));
+                }
+            }
             let mut desired = 0u32;
+            let replicas_ok = |r: u32| {
+                if r == 0 || r > MAX_REPLICAS {
+                    Err(format!("replicas {r} out of range 1..={MAX_REPLICAS}"))
+                } else {
+                    Ok(())
+                }
+            };
+            let exists = |o: u32, desired: u32| {
+                if o >= desired {
+                    Err(format!("member {o} does not exist with {desired} replicas"))
+                } else {
+                    Ok(())
+                }
+            };
             for (i, step) in scenario.steps.iter().enumerate() {
                 let n = i + 1;
                 match step.action {
@@ -461,50 +545,25 @@ impl Suite {
                         if i != 0 {
                             return Err(invalid(n, "bootstrap must be the first step".into()));
                         }
-                        if r == 0 || r > 9 {
-                            return Err(invalid(n, format!("replicas {r} out of range 1..=9")));
-                        }
+                        replicas_ok(r).map_err(|m| invalid(n, m))?;
                         desired = r;
                     }
                     StepAction::Scale(r) => {
-                        if r == 0 || r > 9 {
-                            return Err(invalid(n, format!("replicas {r} out of range 1..=9")));
-                        }
+                        replicas_ok(r).map_err(|m| invalid(n, m))?;
                         desired = r;
                     }
                     _ if desired == 0 => {
                         return Err(invalid(n, "the first step must be bootstrap".into()));
                     }
-                    StepAction::Restart(sel)
-                    | StepAction::Kill(sel)
-                    | StepAction::DeletePod(sel)
-                    | StepAction::LoseVolume(sel)
-                    | StepAction::Freeze(FreezeSpec { member: sel, .. })
-                    | StepAction::Disconnect(FreezeSpec { member: sel, .. })
-                    | StepAction::Partition(PartitionSpec {
-                        isolate: IsolateSet::One(sel),
-                        ..
-                    }) => {
-                        if let MemberSelector::Ordinal(o) = sel
-                            && o >= desired
+                    StepAction::Fault(_, args) => {
+                        for selector in args.selectors() {
+                            if let MemberSelector::Ordinal(o) = selector {
+                                exists(o, desired).map_err(|m| invalid(n, m))?;
+                            }
+                        }
+                        if let Some(IsolateSet::Ordinals(mask)) = args.isolate
+                            && IsolateSet::ordinals(mask).count() as u32 >= desired
                         {
-                            return Err(invalid(
-                                n,
-                                format!("member {o} does not exist with {desired} replicas"),
-                            ));
-                        }
-                    }
-                    StepAction::Partition(PartitionSpec {
-                        isolate: IsolateSet::Ordinals(mask),
-                        ..
-                    }) => {
-                        if let Some(o) = IsolateSet::ordinals(mask).find(|o| *o >= desired) {
-                            return Err(invalid(
-                                n,
-                                format!("member {o} does not exist with {desired} replicas"),
-                            ));
-                        }
-                        if IsolateSet::ordinals(mask).count() as u32 >= desired {
                             return Err(invalid(
                                 n,
                                 "a partition must leave some member on the other side".into(),
@@ -514,15 +573,11 @@ impl Suite {
                     _ => {}
                 }
                 if let Some(inject) = step.inject {
-                    if let Some(MemberSelector::Ordinal(o)) = inject.member
-                        && o >= desired.max(scenario.max_replicas())
-                    {
-                        return Err(invalid(n, format!("inject member {o} does not exist")));
-                    }
-                    let needs_member =
-                        !matches!(inject.fault, FaultKind::CrashDeployer | FaultKind::Heal);
-                    if inject.member.is_none() && needs_member {
-                        return Err(invalid(n, "inject needs a member for this fault".into()));
+                    for selector in inject.args.selectors() {
+                        if let MemberSelector::Ordinal(o) = selector {
+                            exists(o, desired.max(scenario.max_replicas()))
+                                .map_err(|m| invalid(n, format!("inject: {m}")))?;
+                        }
                     }
                 }
             }

@@ -61,26 +61,45 @@ pub enum MembershipOp {
     Promote,
 }
 
-/// Faults the harness injects. `DeletePod` keeps the data directory,
-/// `LoseVolume` does not; both leave the slot empty for the deployer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultKind {
-    Kill,
-    Stop,
-    Freeze,
-    Thaw,
-    DeletePod,
-    LoseVolume,
-    CrashDeployer,
-    /// Detach the member from the run's network (docker network disconnect).
-    Disconnect,
-    Reconnect,
-    /// Cut the member off from every other member; the harness still
-    /// reaches it.
-    Isolate,
-    /// Undo every cut.
-    Heal,
+/// A fault operation as the trace records it (`fault-injected`): `kill`,
+/// `stop`, `freeze`, `thaw`, `delete-pod`, `lose-volume`, `crash-deployer`,
+/// `disconnect`, `reconnect`, `isolate`, `heal`, and whatever a newer fault
+/// records. A name rather than a closed set, so adding a fault changes
+/// nothing here; the constants are the names invariants look for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FaultKind(std::borrow::Cow<'static, str>);
+
+impl FaultKind {
+    pub const KILL: FaultKind = FaultKind::new("kill");
+    pub const STOP: FaultKind = FaultKind::new("stop");
+    pub const FREEZE: FaultKind = FaultKind::new("freeze");
+    pub const THAW: FaultKind = FaultKind::new("thaw");
+    /// The pod goes, its data stays; the slot is empty for the deployer.
+    pub const DELETE_POD: FaultKind = FaultKind::new("delete-pod");
+    /// The pod goes with its data.
+    pub const LOSE_VOLUME: FaultKind = FaultKind::new("lose-volume");
+    pub const CRASH_DEPLOYER: FaultKind = FaultKind::new("crash-deployer");
+    pub const DISCONNECT: FaultKind = FaultKind::new("disconnect");
+    pub const RECONNECT: FaultKind = FaultKind::new("reconnect");
+    /// The member is cut off from the others; the harness still reaches it.
+    pub const ISOLATE: FaultKind = FaultKind::new("isolate");
+    /// Every cut undone.
+    pub const HEAL: FaultKind = FaultKind::new("heal");
+
+    pub const fn new(name: &'static str) -> Self {
+        FaultKind(std::borrow::Cow::Borrowed(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Bootstrap configuration of one start, read from the engine's own log.

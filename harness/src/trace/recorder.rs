@@ -43,7 +43,7 @@ impl Recorder {
     pub fn record_cut(&self, isolated: &[String], rest: &[String]) {
         for slot in isolated {
             self.record(EventKind::FaultInjected {
-                fault: super::FaultKind::Isolate,
+                fault: super::FaultKind::ISOLATE,
                 slot: Some(slot.clone()),
             });
         }
@@ -132,6 +132,17 @@ impl Recorder {
             .len()
     }
 
+    /// Whether an event recorded at or after position `from` matches.
+    pub fn any_since(&self, from: usize, matches: impl Fn(&EventKind) -> bool) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .events
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| matches(&e.kind))
+    }
+
     /// A copy of everything recorded so far.
     pub fn snapshot(&self) -> Trace {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,7 +184,7 @@ mod tests {
 
     #[test]
     fn every_event_is_on_disk_while_the_run_still_records() {
-        let dir = crate::backend::cleanup::TempDir::new("raftcert-trace-test").expect("temp dir");
+        let dir = crate::sys::TempDir::new("raftcert-trace-test").expect("temp dir");
         let path = dir.path().join("trace.jsonl");
         let recorder = Recorder::to_file(&path).expect("trace file");
         recorder.record(EventKind::NetworkHealed);

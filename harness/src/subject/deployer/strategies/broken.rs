@@ -2,7 +2,7 @@
 //! invariants must catch.
 
 use super::*;
-use crate::deployer::DeployerError;
+use crate::subject::deployer::DeployerError;
 
 /// Every member bootstraps its own single-member cluster: the classic
 /// split brain of a "am I first?" decision that always answers yes.

@@ -1,12 +1,7 @@
-//! Deployers: the bootstrap logic under test, driven as a reconcile loop.
-//!
-//! Each tick the harness hands the deployer an [`Observation`] (slots, the
-//! member list, the results of its previous actions) and executes the
-//! [`Action`]s it returns. Built-in strategies implement [`Deployer`] in
-//! process; external deployers speak the same types as JSON.
-
-pub mod external;
-pub mod strategies;
+//! The vocabulary shared by subjects and substrates: what runs in a slot
+//! ([`Spec`]), a slot's [`Phase`], what a deployer sees ([`Observation`])
+//! and what it asks for ([`Action`]). A leaf: it depends on the trace's
+//! member type only.
 
 use crate::trace::MemberInfo;
 use serde::{Deserialize, Serialize};
@@ -217,29 +212,6 @@ impl Observation {
             .collect::<Vec<_>>()
             .join(",")
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeployerError {
-    #[error("deployer protocol error: {0}")]
-    Protocol(String),
-    #[error("deployer failed: {0}")]
-    Failed(String),
-}
-
-/// The bootstrap logic under test.
-pub trait Deployer: Send {
-    fn reconcile(&mut self, observation: &Observation) -> Result<Vec<Action>, DeployerError>;
-}
-
-/// Where a deployer may serve its members (a discovery service).
-#[derive(Debug, Clone)]
-pub struct DeployerContext {
-    /// A loopback address reserved for this run, e.g. "127.40.7.1".
-    pub service_ip: String,
-    pub service_port: u16,
-    /// Where a deployer process writes its standard error.
-    pub log_dir: std::path::PathBuf,
 }
 
 /// The port reserved for a deployer's service (tidb-operator's discovery port).

@@ -113,6 +113,21 @@ pub enum KubeFault {
 }
 
 impl KubeFault {
+    /// The profile's name for what a fault primitive does on Kubernetes.
+    pub fn for_primitive(primitive: crate::faults::Primitive) -> KubeFault {
+        use crate::faults::Primitive;
+        match primitive {
+            Primitive::Kill => KubeFault::KillPod,
+            // A graceful restart is a pod deleted with its grace period.
+            Primitive::Stop | Primitive::DeletePod => KubeFault::DeletePod,
+            Primitive::LoseVolume => KubeFault::LoseVolume,
+            Primitive::Freeze => KubeFault::Freeze,
+            Primitive::Disconnect => KubeFault::Disconnect,
+            Primitive::Cut => KubeFault::Partition,
+            Primitive::CrashSubject => KubeFault::CrashOperator,
+        }
+    }
+
     /// The name a profile's `faults` list uses.
     pub fn name(self) -> &'static str {
         match self {

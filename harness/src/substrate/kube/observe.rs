@@ -1,18 +1,17 @@
 //! Observers of a deployment on Kubernetes: a pod watcher (container starts
 //! and exits), one log stream per container start (parsed by the engine's
-//! own startup-line parser), and an engine poller through port-forwards.
+//! own startup-line parser), the port-forward bridges the driver's poller
+//! reaches members through, and a watcher of the operator's status.
 
 use super::slots::SlotBook;
-use crate::backend::process::record_fact;
-use crate::engine::etcd::{ClientConfig, MemberClient, parse_log_line};
+use crate::engine::etcd::record_log_line;
 use crate::trace::{EventKind, Recorder};
 use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use kube::runtime::watcher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// What the observers know of one member pod, shared with the runner.
@@ -23,6 +22,8 @@ pub struct PodView {
     /// Neither being deleted nor finished for good (a pod whose restart
     /// policy is `Never` stays `Succeeded` or `Failed` until deleted).
     pub live: bool,
+    /// Container starts seen under this pod's name, across pods.
+    pub incarnation: u64,
     /// The container's current start time: a change is a new start.
     started_at: Option<String>,
     finished_at: Option<String>,
@@ -134,6 +135,7 @@ fn observe_pod(pod: &Pod, container: &str, views: &PodViews, has_data: &DataStat
         // A new pod under the same name: its instances are all new.
         *view = PodView {
             uid,
+            incarnation: view.incarnation,
             ..PodView::default()
         };
     }
@@ -174,6 +176,7 @@ fn observe_pod(pod: &Pod, container: &str, views: &PodViews, has_data: &DataStat
         if finished.is_some() && finished != view.finished_at {
             let started = t.started_at.as_ref().map(|s| s.0.to_string());
             if started.is_some() && started != view.started_at {
+                view.incarnation += 1;
                 seen.push(Seen::Event(start_event(&name)));
                 seen.push(Seen::FinishedInstance {
                     previous: current_terminated.is_none(),
@@ -189,6 +192,7 @@ fn observe_pod(pod: &Pod, container: &str, views: &PodViews, has_data: &DataStat
         }
     }
     if running_since.is_some() && running_since != view.started_at {
+        view.incarnation += 1;
         seen.push(Seen::Event(start_event(&name)));
         seen.push(Seen::RunningInstance);
         view.started_at = running_since.clone();
@@ -214,8 +218,8 @@ async fn parse_finished_logs(
         ..LogParams::default()
     };
     if let Ok(text) = pods.logs(pod, &params).await {
-        for fact in text.lines().filter_map(parse_log_line) {
-            record_fact(recorder, pod, fact);
+        for line in text.lines() {
+            record_log_line(recorder, pod, line);
         }
     }
 }
@@ -238,9 +242,7 @@ fn follow_logs(
         };
         let mut lines = stream.lines();
         while let Some(Ok(line)) = lines.next().await {
-            if let Some(fact) = parse_log_line(&line) {
-                record_fact(&recorder, &pod, fact);
-            }
+            record_log_line(&recorder, &pod, &line);
         }
     })
 }
@@ -269,80 +271,6 @@ pub fn bridge(pods: Api<Pod>, pod: String, port: u16) -> std::io::Result<(u16, J
         }
     });
     Ok((local_port, task))
-}
-
-/// Polls every running member's status and member list, as the local
-/// runner does, until aborted.
-pub fn poll_members(
-    book: Arc<SlotBook>,
-    views: PodViews,
-    recorder: Arc<Recorder>,
-    every: Duration,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let config = ClientConfig {
-            tls: None,
-            timeout: Duration::from_secs(2),
-        };
-        let mut clients: BTreeMap<String, MemberClient> = BTreeMap::new();
-        let mut ticker = tokio::time::interval(every);
-        loop {
-            ticker.tick().await;
-            let running: BTreeSet<String> = views
-                .lock()
-                .map(|v| {
-                    v.iter()
-                        .filter(|(_, p)| p.running)
-                        .map(|(n, _)| n.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (slot, port) in &book.endpoints() {
-                if !running.contains(slot) {
-                    clients.remove(slot);
-                    continue;
-                }
-                let client = match clients.get(slot) {
-                    Some(c) => c.clone(),
-                    None => {
-                        match MemberClient::connect(&format!("http://127.0.0.1:{port}"), &config)
-                            .await
-                        {
-                            Ok(c) => {
-                                clients.insert(slot.clone(), c.clone());
-                                c
-                            }
-                            Err(_) => continue,
-                        }
-                    }
-                };
-                match client.status().await {
-                    Ok(s) => recorder.record(EventKind::MemberStatus {
-                        slot: slot.clone(),
-                        cluster_id: s.cluster_id,
-                        member_id: s.member_id,
-                        leader: s.leader,
-                        term: s.term,
-                        raft_index: s.raft_index,
-                        revision: s.revision,
-                        is_learner: s.is_learner,
-                    }),
-                    Err(_) => {
-                        // A recreated pod needs a new connection.
-                        clients.remove(slot);
-                        continue;
-                    }
-                }
-                if let Ok((cluster_id, members)) = client.member_list().await {
-                    recorder.record(EventKind::MemberList {
-                        via: slot.clone(),
-                        cluster_id,
-                        members,
-                    });
-                }
-            }
-        }
-    })
 }
 
 /// A reported count: a number, or the length of a list of members.

@@ -1,10 +1,16 @@
-//! Members as local child processes, one loopback address per slot.
+//! Members as local child processes, one loopback address per slot, each
+//! behind raftcert's proxies ([`links`]) so the network between them can be
+//! cut without root.
 
-use super::cleanup;
-use super::{Backend, BackendError, RestartPolicy, SlotState};
-use crate::deployer::{ExitInfo, Phase, Spec};
-use crate::engine::etcd::{LogFact, parse_log_line};
-use crate::trace::{EventKind, FaultKind, Recorder, SlotInfo};
+mod links;
+
+use super::{RestartPolicy, SlotState, Substrate, SubstrateError};
+use crate::engine::etcd::record_log_line;
+use crate::faults::Op;
+use crate::model::{ExitInfo, Phase, Spec};
+use crate::sys::reaper;
+use crate::trace::{EventKind, Recorder, SlotInfo};
+use links::{Links, Port};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
@@ -17,8 +23,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
+/// The ports members advertise, served by raftcert's proxies.
 pub const PEER_PORT: u16 = 2380;
 pub const CLIENT_PORT: u16 = 2379;
+/// Where members really listen, on the same address; nobody else uses them.
+const LISTEN_PEER_PORT: u16 = 12380;
+const LISTEN_CLIENT_PORT: u16 = 12379;
 
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,7 +69,7 @@ impl AddressPlan {
 
     /// Picks a random `127.a.b.0/24` that no run of this process holds and
     /// whose ports are free (the probe keeps off other processes' runs).
-    pub fn allocate(members: u32, seed: u64) -> Result<Self, BackendError> {
+    pub fn allocate(members: u32, seed: u64) -> Result<Self, SubstrateError> {
         let mut leased = LEASED_PREFIXES
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -72,11 +82,12 @@ impl AddressPlan {
             if leased.contains(&prefix) {
                 continue;
             }
-            let mut addrs = vec![format!("{prefix}.1:{}", crate::deployer::SERVICE_PORT)];
+            let mut addrs = vec![format!("{prefix}.1:{}", crate::model::SERVICE_PORT)];
             for ord in 0..members {
                 let ip = format!("{prefix}.{}", 10 + ord);
-                addrs.push(format!("{ip}:{PEER_PORT}"));
-                addrs.push(format!("{ip}:{CLIENT_PORT}"));
+                for port in [PEER_PORT, CLIENT_PORT, LISTEN_PEER_PORT, LISTEN_CLIENT_PORT] {
+                    addrs.push(format!("{ip}:{port}"));
+                }
             }
             if addrs.iter().all(|a| TcpListener::bind(a.as_str()).is_ok()) {
                 leased.insert(prefix.clone());
@@ -87,7 +98,7 @@ impl AddressPlan {
                 });
             }
         }
-        Err(BackendError::NoAddresses(members))
+        Err(SubstrateError::NoAddresses(members))
     }
 }
 
@@ -98,12 +109,14 @@ struct Slot {
     restart: RestartPolicy,
 }
 
-pub struct ProcessBackend {
+pub struct ProcessSubstrate {
     recorder: Recorder,
     logs_dir: PathBuf,
     slots: Vec<Slot>,
-    /// The run's loopback addresses, leased until the backend is dropped.
-    addresses: Option<AddressPlan>,
+    /// The proxies in front of every member, and the faults they apply.
+    links: Links,
+    /// The run's loopback addresses, leased until the substrate is dropped.
+    _addresses: AddressPlan,
 }
 
 fn dir_has_data(dir: &Path) -> bool {
@@ -112,66 +125,81 @@ fn dir_has_data(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-impl ProcessBackend {
+impl ProcessSubstrate {
     /// `data_root` holds one data directory per slot; `logs_dir` one log
-    /// file per slot.
+    /// file per slot. The proxies start listening at once.
     pub fn new(
         recorder: Recorder,
         slots: Vec<SlotInfo>,
+        plan: AddressPlan,
         data_root: &Path,
         logs_dir: &Path,
-    ) -> Result<Self, BackendError> {
-        // Each member listens where it advertises, on its own address.
-        std::fs::create_dir_all(logs_dir).map_err(|source| BackendError::Io {
+    ) -> Result<Self, SubstrateError> {
+        std::fs::create_dir_all(logs_dir).map_err(|source| SubstrateError::Io {
             what: "creating",
             path: logs_dir.to_path_buf(),
             source,
         })?;
-        let slots = slots
-            .into_iter()
-            .map(|info| {
-                let data_dir = data_root.join(&info.name);
-                Slot {
-                    state: SlotState {
-                        member_data_dir: data_dir.display().to_string(),
-                        listen_peer_url: info.peer_url.clone(),
-                        listen_client_url: info.client_url.clone(),
-                        observe_url: info.client_url.clone(),
-                        info,
-                        data_dir,
-                        phase: Phase::Empty,
-                        restarts: 0,
-                        last_exit: None,
-                        spec: None,
-                        incarnation: 0,
-                    },
-                    pgid: None,
-                    exit: None,
-                    restart: RestartPolicy::new(),
-                }
-            })
-            .collect();
-        Ok(ProcessBackend {
+        let links = Links::new();
+        let mut states = Vec::new();
+        for info in slots {
+            let ip = plan.member_ip(info.ordinal);
+            let scheme = info.peer_url.split_once("://").map_or("http", |(s, _)| s);
+            for (port, advertised, real) in [
+                (Port::Peer, PEER_PORT, LISTEN_PEER_PORT),
+                (Port::Client, CLIENT_PORT, LISTEN_CLIENT_PORT),
+            ] {
+                let at = |p: u16| -> Result<std::net::SocketAddr, SubstrateError> {
+                    format!("{ip}:{p}")
+                        .parse()
+                        .map_err(|_| SubstrateError::NoAddresses(info.ordinal + 1))
+                };
+                links
+                    .serve(&info.name, port, at(advertised)?, at(real)?)
+                    .map_err(|source| SubstrateError::Io {
+                        what: "listening on",
+                        path: PathBuf::from(format!("{ip}:{advertised}")),
+                        source,
+                    })?;
+            }
+            let data_dir = data_root.join(&info.name);
+            states.push(Slot {
+                state: SlotState {
+                    member_data_dir: data_dir.display().to_string(),
+                    listen_peer_url: format!("{scheme}://{ip}:{LISTEN_PEER_PORT}"),
+                    listen_client_url: format!("{scheme}://{ip}:{LISTEN_CLIENT_PORT}"),
+                    observe_url: info.client_url.clone(),
+                    info,
+                    data_dir,
+                    phase: Phase::Empty,
+                    ready: false,
+                    restarts: 0,
+                    last_exit: None,
+                    spec: None,
+                    incarnation: 0,
+                },
+                pgid: None,
+                exit: None,
+                restart: RestartPolicy::new(),
+            });
+        }
+        Ok(ProcessSubstrate {
             recorder,
             logs_dir: logs_dir.to_path_buf(),
-            slots,
-            addresses: None,
+            slots: states,
+            links,
+            _addresses: plan,
         })
     }
 
-    /// Keeps the run's address lease for as long as the backend lives.
-    pub fn hold_addresses(&mut self, plan: AddressPlan) {
-        self.addresses = Some(plan);
-    }
-
-    fn index(&self, name: &str) -> Result<usize, BackendError> {
+    fn index(&self, name: &str) -> Result<usize, SubstrateError> {
         self.slots
             .iter()
             .position(|s| s.state.info.name == name)
-            .ok_or_else(|| BackendError::UnknownSlot(name.to_string()))
+            .ok_or_else(|| SubstrateError::UnknownSlot(name.to_string()))
     }
 
-    fn spawn(&mut self, idx: usize) -> Result<(), BackendError> {
+    fn spawn(&mut self, idx: usize) -> Result<(), SubstrateError> {
         let recorder = self.recorder.clone();
         let log_path = self
             .logs_dir
@@ -207,8 +235,8 @@ impl ProcessBackend {
             });
         }
         let handle = tokio::runtime::Handle::current();
-        let spawned = super::spawner::on_spawner_thread(move || {
-            cleanup::start_group(
+        let spawned = crate::sys::spawner::on_spawner_thread(move || {
+            reaper::start_group(
                 || {
                     // tokio registers the child with this runtime's reaper.
                     let _guard = handle.enter();
@@ -217,7 +245,7 @@ impl ProcessBackend {
                 tokio::process::Child::id,
             )
         });
-        let mut child = spawned.map_err(|source| BackendError::Spawn {
+        let mut child = spawned.map_err(|source| SubstrateError::Spawn {
             slot: name.clone(),
             command: spec.command.clone(),
             source,
@@ -227,6 +255,7 @@ impl ProcessBackend {
         slot.pgid = Some(pgid);
         slot.state.incarnation += 1;
         slot.state.phase = Phase::Running;
+        self.links.set_owner(&name, Some(pgid));
         slot.restart.started();
         recorder.record(EventKind::ProcessStarted {
             slot: name.clone(),
@@ -278,9 +307,7 @@ impl ProcessBackend {
                     let _ = f.write_all(line.as_bytes()).await;
                     let _ = f.write_all(b"\n").await;
                 }
-                if let Some(fact) = parse_log_line(&line) {
-                    record_fact(&recorder, &name, fact);
-                }
+                record_log_line(&recorder, &name, &line);
             }
             for reader in readers {
                 let _ = reader.await;
@@ -290,7 +317,7 @@ impl ProcessBackend {
                 code: status.and_then(|s| s.code()),
                 signal: status.and_then(|s| s.signal()),
             };
-            cleanup::unregister_group(pgid);
+            reaper::unregister_group(pgid);
             if let Some(f) = file.as_mut() {
                 let _ = f.flush().await;
             }
@@ -348,6 +375,7 @@ impl ProcessBackend {
                 slot.state.last_exit = Some(info);
                 slot.exit = None;
                 slot.pgid = None;
+                self.links.set_owner(&slot.state.info.name, None);
                 true
             }
             None => false,
@@ -362,13 +390,13 @@ impl ProcessBackend {
         self.recorder.record(EventKind::SlotDeleted { slot: name });
     }
 
-    fn wipe_dir(&mut self, idx: usize) -> Result<(), BackendError> {
+    fn wipe_dir(&mut self, idx: usize) -> Result<(), SubstrateError> {
         let dir = self.slots[idx].state.data_dir.clone();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(BackendError::Io {
+                return Err(SubstrateError::Io {
                     what: "wiping",
                     path: dir,
                     source,
@@ -381,47 +409,19 @@ impl ProcessBackend {
     }
 }
 
-pub(crate) fn record_fact(recorder: &Recorder, slot: &str, fact: LogFact) {
-    let slot = slot.to_string();
-    let kind = match fact {
-        LogFact::Start(config) => EventKind::MemberStart { slot, config },
-        LogFact::LocalMember {
-            member_id,
-            cluster_id,
-            restarted,
-        } => EventKind::LocalMember {
-            slot,
-            member_id,
-            cluster_id,
-            restarted,
-        },
-        LogFact::Membership {
-            op,
-            member_id,
-            peer_urls,
-        } => EventKind::MembershipApplied {
-            slot,
-            op,
-            member_id,
-            peer_urls,
-        },
-        LogFact::Error { class, message } => EventKind::EngineError {
-            slot,
-            class,
-            message,
-        },
-        LogFact::Ready => return,
-    };
-    recorder.record(kind);
-}
-
-impl Backend for ProcessBackend {
+impl Substrate for ProcessSubstrate {
     fn name(&self) -> &'static str {
         "process"
     }
 
     fn slots(&self) -> Vec<SlotState> {
-        self.slots.iter().map(|s| s.state.clone()).collect()
+        self.slots
+            .iter()
+            .map(|s| SlotState {
+                ready: s.state.phase == Phase::Running,
+                ..s.state.clone()
+            })
+            .collect()
     }
 
     fn has_data(&self, slot: &SlotState) -> bool {
@@ -448,7 +448,7 @@ impl Backend for ProcessBackend {
         }
     }
 
-    async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), BackendError> {
+    async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), SubstrateError> {
         let idx = self.index(slot)?;
         self.slots[idx].state.expect_empty()?;
         self.slots[idx].state.spec = Some(spec);
@@ -456,28 +456,27 @@ impl Backend for ProcessBackend {
         self.spawn(idx)
     }
 
-    async fn stop(&mut self, slot: &str) -> Result<(), BackendError> {
+    async fn stop(&mut self, slot: &str) -> Result<(), SubstrateError> {
         let idx = self.index(slot)?;
         self.terminate(idx, true).await;
         self.empty_slot(idx);
         Ok(())
     }
 
-    async fn wipe(&mut self, slot: &str) -> Result<(), BackendError> {
+    async fn wipe(&mut self, slot: &str) -> Result<(), SubstrateError> {
         let idx = self.index(slot)?;
         self.slots[idx].state.expect_empty()?;
         self.wipe_dir(idx)
     }
 
-    async fn inject(&mut self, fault: FaultKind, slot: &str) -> Result<(), BackendError> {
-        let idx = self.index(slot)?;
-        self.recorder.record(EventKind::FaultInjected {
-            fault,
-            slot: Some(slot.to_string()),
-        });
-        match fault {
-            FaultKind::Kill => self.signal(idx, Signal::SIGKILL),
-            FaultKind::Stop => {
+    async fn apply(&mut self, op: &Op) -> Result<(), SubstrateError> {
+        let idx = match op.slot() {
+            Some(slot) => self.index(slot)?,
+            None => 0,
+        };
+        match op {
+            Op::Kill(_) => self.signal(idx, Signal::SIGKILL),
+            Op::Stop(_) => {
                 // The restart policy brings it back, as for a container.
                 self.signal(idx, Signal::SIGCONT);
                 self.signal(idx, Signal::SIGTERM);
@@ -485,51 +484,39 @@ impl Backend for ProcessBackend {
                     self.signal(idx, Signal::SIGKILL);
                 }
             }
-            FaultKind::Freeze => {
+            Op::Freeze(_) => {
                 if self.slots[idx].state.phase == Phase::Running {
                     self.signal(idx, Signal::SIGSTOP);
                     self.slots[idx].state.phase = Phase::Frozen;
                 }
             }
-            FaultKind::Thaw => {
+            Op::Thaw(_) => {
                 if self.slots[idx].state.phase == Phase::Frozen {
                     self.signal(idx, Signal::SIGCONT);
                     self.slots[idx].state.phase = Phase::Running;
                 }
             }
-            FaultKind::DeletePod => {
+            Op::DeletePod(_) => {
                 self.terminate(idx, false).await;
                 self.empty_slot(idx);
             }
-            FaultKind::LoseVolume => {
+            Op::LoseVolume(_) => {
                 self.terminate(idx, false).await;
                 self.empty_slot(idx);
                 self.wipe_dir(idx)?;
             }
-            FaultKind::CrashDeployer
-            | FaultKind::Disconnect
-            | FaultKind::Reconnect
-            | FaultKind::Isolate
-            | FaultKind::Heal => {
-                return Err(BackendError::Unsupported {
-                    fault,
-                    backend: "process",
+            Op::Disconnect(slot) => self.links.disconnect(slot),
+            Op::Reconnect(slot) => self.links.reconnect(slot),
+            Op::Cut { isolated, rest } => self.links.cut(isolated, rest),
+            Op::Heal => self.links.heal(),
+            Op::CrashSubject => {
+                return Err(SubstrateError::Unsupported {
+                    op: "crash-subject",
+                    substrate: "process",
                 });
             }
         }
         Ok(())
-    }
-
-    async fn heal(&mut self) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    async fn partition(&mut self, _side: &[String]) -> Result<(), BackendError> {
-        // Members share the host's loopback: nothing can cut it per member.
-        Err(BackendError::Unsupported {
-            fault: FaultKind::Isolate,
-            backend: "process",
-        })
     }
 
     async fn shutdown(&mut self) {
@@ -540,12 +527,12 @@ impl Backend for ProcessBackend {
     }
 }
 
-impl Drop for ProcessBackend {
+impl Drop for ProcessSubstrate {
     fn drop(&mut self) {
-        // On a panic or an aborted run, nothing may outlive the backend.
+        // On a panic or an aborted run, nothing may outlive the substrate.
         let groups: Vec<i32> = self.slots.iter().filter_map(|s| s.pgid).collect();
         if !groups.is_empty() {
-            cleanup::kill_groups_and_wait(&groups);
+            reaper::kill_groups_and_wait(&groups);
         }
     }
 }

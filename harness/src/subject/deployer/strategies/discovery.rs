@@ -1,5 +1,5 @@
 use super::*;
-use crate::deployer::DeployerError;
+use crate::subject::deployer::DeployerError;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

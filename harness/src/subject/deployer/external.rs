@@ -1,8 +1,9 @@
 //! Deployer protocol v1: a deployer in any language, as a child process
 //! speaking JSON lines over stdin and stdout (docs/deployer-protocol.md).
 
-use super::{Action, Deployer, DeployerError, Observation, PROTOCOL_VERSION};
-use crate::backend::cleanup;
+use super::{Deployer, DeployerError};
+use crate::model::{Action, Observation, PROTOCOL_VERSION};
+use crate::sys::reaper;
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
@@ -93,8 +94,8 @@ impl ExternalDeployer {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }
-        let mut child = crate::backend::spawner::on_spawner_thread(move || {
-            cleanup::start_group(|| cmd.spawn(), |c| Some(c.id()))
+        let mut child = crate::sys::spawner::on_spawner_thread(move || {
+            reaper::start_group(|| cmd.spawn(), |c| Some(c.id()))
         })
         .map_err(|e| failed("spawn", &e))?;
         let pgid = child.id() as i32;
@@ -210,7 +211,7 @@ impl Drop for ExternalDeployer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        cleanup::kill_groups_and_wait(&[self.pgid]);
+        reaper::kill_groups_and_wait(&[self.pgid]);
         let _ = self.child.wait();
     }
 }

@@ -6,12 +6,12 @@
 //! Everything a run creates carries the label `raftcert.run=<run-id>`, so
 //! [`gc`] can find what a killed run left behind.
 
-use super::process::record_fact;
-use super::{Backend, BackendError, RestartPolicy, SlotState};
-use crate::deployer::{ExitInfo, Phase, Spec};
-use crate::engine::etcd::parse_log_line;
+use super::{RestartPolicy, SlotState, Substrate, SubstrateError};
+use crate::engine::etcd::record_log_line;
 use crate::engine::provision::EngineInstall;
-use crate::trace::{EventKind, FaultKind, Recorder, SlotInfo};
+use crate::faults::Op;
+use crate::model::{ExitInfo, Phase, Spec};
+use crate::trace::{EventKind, Recorder, SlotInfo};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -60,8 +60,8 @@ const BUSYBOX: &str = "/bin/busybox";
 
 fn docker_err(
     what: impl std::fmt::Display,
-) -> impl FnOnce(testcontainers::bollard::errors::Error) -> BackendError {
-    move |e| BackendError::Docker(format!("{what}: {e}"))
+) -> impl FnOnce(testcontainers::bollard::errors::Error) -> SubstrateError {
+    move |e| SubstrateError::Docker(format!("{what}: {e}"))
 }
 
 /// A removal that found nothing to remove (404), or one already under way
@@ -81,9 +81,9 @@ fn gone_already(
 
 /// A run's tasks go on for a moment after Ctrl-C: nothing new may start
 /// once the cleanup has begun, or it would outlive it.
-fn refuse_after_interrupt() -> Result<(), BackendError> {
-    if super::cleanup::is_closed() {
-        return Err(BackendError::Docker(
+fn refuse_after_interrupt() -> Result<(), SubstrateError> {
+    if crate::sys::reaper::is_closed() {
+        return Err(SubstrateError::Docker(
             "interrupted: nothing new may start".into(),
         ));
     }
@@ -91,13 +91,13 @@ fn refuse_after_interrupt() -> Result<(), BackendError> {
 }
 
 /// Connects to the engine that `DOCKER_HOST` or the default socket names.
-pub async fn connect() -> Result<Docker, BackendError> {
+pub async fn connect() -> Result<Docker, SubstrateError> {
     let docker =
-        Docker::connect_with_defaults().map_err(|e| BackendError::NoDocker(format!("{e}")))?;
+        Docker::connect_with_defaults().map_err(|e| SubstrateError::NoDocker(format!("{e}")))?;
     match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
         Ok(Ok(_)) => Ok(docker),
-        Ok(Err(e)) => Err(BackendError::NoDocker(e.to_string())),
-        Err(_) => Err(BackendError::NoDocker(
+        Ok(Err(e)) => Err(SubstrateError::NoDocker(e.to_string())),
+        Err(_) => Err(SubstrateError::NoDocker(
             "no answer to ping within 5 s".into(),
         )),
     }
@@ -110,7 +110,7 @@ pub async fn ensure_engine_image(
     docker: &Docker,
     install: &EngineInstall,
     chosen: Option<&str>,
-) -> Result<String, BackendError> {
+) -> Result<String, SubstrateError> {
     if let Some(image) = chosen {
         if docker.inspect_image(image).await.is_ok() {
             return Ok(image.to_string());
@@ -119,7 +119,7 @@ pub async fn ensure_engine_image(
     }
     let busybox = Path::new(BUSYBOX);
     if !is_static(busybox) {
-        return Err(BackendError::Docker(format!(
+        return Err(SubstrateError::Docker(format!(
             "member images need a static busybox at {BUSYBOX}, for start scripts: install Debian's busybox-static"
         )));
     }
@@ -134,7 +134,7 @@ pub async fn ensure_engine_image(
     let mut hasher = Sha256::new();
     hasher.update(DOCKERFILE.as_bytes());
     for (path, target) in &files {
-        let bytes = std::fs::read(path).map_err(|source| BackendError::Io {
+        let bytes = std::fs::read(path).map_err(|source| SubstrateError::Io {
             what: "reading",
             path: path.clone(),
             source,
@@ -156,15 +156,15 @@ pub async fn ensure_engine_image(
     }
     let _built = tokio::time::timeout(DOCKER_TIMEOUT, build.build_image())
         .await
-        .map_err(|_| BackendError::Docker(format!("building {image}: timed out")))?
-        .map_err(|e| BackendError::Docker(format!("building {image}: {e}")))?;
+        .map_err(|_| SubstrateError::Docker(format!("building {image}: timed out")))?
+        .map_err(|e| SubstrateError::Docker(format!("building {image}: {e}")))?;
     Ok(image)
 }
 
 /// Pulls a missing image, within a deadline: where no registry is
 /// reachable this fails at once, and it never hangs a run.
-async fn pull(docker: &Docker, image: &str) -> Result<(), BackendError> {
-    let missing = |reason: String| BackendError::MissingImage {
+async fn pull(docker: &Docker, image: &str) -> Result<(), SubstrateError> {
+    let missing = |reason: String| SubstrateError::MissingImage {
         image: image.to_string(),
         reason,
     };
@@ -207,14 +207,14 @@ pub fn is_static(path: &Path) -> bool {
 
 /// Absolute paths of the shared libraries `binary` loads (`ldd`), empty for
 /// a static binary.
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, BackendError> {
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, SubstrateError> {
     if is_static(binary) {
         return Ok(Vec::new());
     }
     let out = std::process::Command::new("ldd")
         .arg(binary)
         .output()
-        .map_err(|source| BackendError::Io {
+        .map_err(|source| SubstrateError::Io {
             what: "running ldd on",
             path: binary.to_path_buf(),
             source,
@@ -236,7 +236,7 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, BackendError> {
 static PORTS_IN_USE: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A free port on 127.0.0.1 below the ephemeral range.
-fn allocate_host_port(seed: u64) -> Result<u16, BackendError> {
+fn allocate_host_port(seed: u64) -> Result<u16, SubstrateError> {
     let mut x = seed;
     let mut used = PORTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..256 {
@@ -247,7 +247,9 @@ fn allocate_host_port(seed: u64) -> Result<u16, BackendError> {
             return Ok(port);
         }
     }
-    Err(BackendError::Docker("no free host port below 32000".into()))
+    Err(SubstrateError::Docker(
+        "no free host port below 32000".into(),
+    ))
 }
 
 fn release_host_port(port: u16) {
@@ -328,7 +330,7 @@ pub async fn gc(
     docker: &Docker,
     run: Option<&str>,
     images: bool,
-) -> Result<GcReport, BackendError> {
+) -> Result<GcReport, SubstrateError> {
     let mut report = GcReport::default();
     let containers = docker
         .list_containers(Some(ListContainersOptions {
@@ -430,7 +432,7 @@ struct Slot {
 /// Routes added to cut traffic, per container: (pid, blackholed address).
 type Cut = (u32, String);
 
-pub struct DockerBackend {
+pub struct DockerSubstrate {
     docker: Docker,
     recorder: Recorder,
     run_label: String,
@@ -465,13 +467,13 @@ pub struct DockerLayout {
     pub service_ip: String,
 }
 
-impl DockerBackend {
+impl DockerSubstrate {
     /// Creates the run's network and volumes.
     pub async fn create(
         docker: Docker,
         recorder: Recorder,
         config: DockerRunConfig,
-    ) -> Result<(Self, DockerLayout), BackendError> {
+    ) -> Result<(Self, DockerLayout), SubstrateError> {
         let DockerRunConfig {
             run_label,
             replicas,
@@ -483,11 +485,12 @@ impl DockerBackend {
         let run_label = run_label.as_str();
         let logs_dir = logs_dir.as_path();
         refuse_after_interrupt()?;
-        std::fs::create_dir_all(logs_dir).map_err(|source| BackendError::Io {
+        std::fs::create_dir_all(logs_dir).map_err(|source| SubstrateError::Io {
             what: "creating",
             path: logs_dir.to_path_buf(),
             source,
         })?;
+        crate::sys::reaper::register_hook("docker", cleanup_live_runs_blocking);
         LIVE_RUNS
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -503,7 +506,7 @@ impl DockerBackend {
             })
             .await
             .map_err(docker_err(format!("creating network {network}")))?;
-        let mut backend = DockerBackend {
+        let mut backend = DockerSubstrate {
             docker: docker.clone(),
             recorder,
             run_label: run_label.to_string(),
@@ -524,7 +527,7 @@ impl DockerBackend {
             .ipam
             .and_then(|i| i.config)
             .and_then(|c| c.into_iter().find_map(|c| c.gateway))
-            .ok_or_else(|| BackendError::Docker(format!("network {network} has no gateway")))?;
+            .ok_or_else(|| SubstrateError::Docker(format!("network {network} has no gateway")))?;
         let scheme = if tls { "https" } else { "http" };
         let mut layout = DockerLayout {
             slots: Vec::new(),
@@ -556,6 +559,7 @@ impl DockerBackend {
                     listen_client_url: format!("{scheme}://0.0.0.0:{CLIENT_PORT}"),
                     observe_url,
                     phase: Phase::Empty,
+                    ready: false,
                     restarts: 0,
                     last_exit: None,
                     spec: None,
@@ -582,7 +586,7 @@ impl DockerBackend {
         self.tls_dir = Some(dir.to_path_buf());
     }
 
-    async fn create_volume(&mut self, idx: usize) -> Result<(), BackendError> {
+    async fn create_volume(&mut self, idx: usize) -> Result<(), SubstrateError> {
         let name = self.slots[idx].volume.clone();
         let volume = self
             .docker
@@ -602,15 +606,15 @@ impl DockerBackend {
         Ok(())
     }
 
-    fn index(&self, name: &str) -> Result<usize, BackendError> {
+    fn index(&self, name: &str) -> Result<usize, SubstrateError> {
         self.slots
             .iter()
             .position(|s| s.state.info.name == name)
-            .ok_or_else(|| BackendError::UnknownSlot(name.to_string()))
+            .ok_or_else(|| SubstrateError::UnknownSlot(name.to_string()))
     }
 
     /// Creates and starts a fresh container for the slot's spec.
-    async fn create_container(&mut self, idx: usize) -> Result<(), BackendError> {
+    async fn create_container(&mut self, idx: usize) -> Result<(), SubstrateError> {
         refuse_after_interrupt()?;
         let Some(spec) = self.slots[idx].state.spec.clone() else {
             return Ok(());
@@ -652,7 +656,7 @@ impl DockerBackend {
             );
         }
         let container = request.start().await.map_err(|e| {
-            BackendError::Docker(format!("starting {}: {e}", self.slots[idx].container_name))
+            SubstrateError::Docker(format!("starting {}: {e}", self.slots[idx].container_name))
         })?;
         self.slots[idx].container = Some(container);
         // A new container: its whole log is this start's output.
@@ -669,7 +673,7 @@ impl DockerBackend {
     }
 
     /// Records the start and follows the container's output until it exits.
-    async fn after_start(&mut self, idx: usize, mut output: Output) -> Result<(), BackendError> {
+    async fn after_start(&mut self, idx: usize, mut output: Output) -> Result<(), SubstrateError> {
         let name = self.slots[idx].state.info.name.clone();
         let container = self.slots[idx].container_name.clone();
         let inspected = self
@@ -725,9 +729,7 @@ impl DockerBackend {
                         let _ = f.write_all(line.as_bytes()).await;
                         let _ = f.write_all(b"\n").await;
                     }
-                    if let Some(fact) = parse_log_line(line) {
-                        record_fact(&recorder, &name, fact);
-                    }
+                    record_log_line(&recorder, &name, line);
                 }
             }
             let mut wait = docker.wait_container(
@@ -761,7 +763,7 @@ impl DockerBackend {
 
     /// Starts the slot's existing container again (the kubelet restarting
     /// a container of the same pod).
-    async fn restart_container(&mut self, idx: usize) -> Result<(), BackendError> {
+    async fn restart_container(&mut self, idx: usize) -> Result<(), SubstrateError> {
         refuse_after_interrupt()?;
         let Some(container) = self.slots[idx].container.as_ref() else {
             return self.create_container(idx).await;
@@ -785,7 +787,7 @@ impl DockerBackend {
         container
             .start()
             .await
-            .map_err(|e| BackendError::Docker(format!("restarting {name}: {e}")))?;
+            .map_err(|e| SubstrateError::Docker(format!("restarting {name}: {e}")))?;
         self.after_start(idx, attached.output).await
     }
 
@@ -812,7 +814,7 @@ impl DockerBackend {
         }
     }
 
-    async fn signal(&self, container: &str, signal: &str) -> Result<(), BackendError> {
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), SubstrateError> {
         self.docker
             .kill_container(
                 container,
@@ -881,7 +883,7 @@ impl DockerBackend {
         self.recorder.record(EventKind::SlotDeleted { slot: name });
     }
 
-    async fn remove_volume(&mut self, idx: usize) -> Result<(), BackendError> {
+    async fn remove_volume(&mut self, idx: usize) -> Result<(), SubstrateError> {
         let volume = self.slots[idx].volume.clone();
         self.docker
             .remove_volume(&volume, Some(RemoveVolumeOptions { force: true }))
@@ -893,7 +895,7 @@ impl DockerBackend {
     }
 
     /// The container's main process and its address on the run's network.
-    async fn pid_and_ip(&self, idx: usize) -> Result<(u32, String), BackendError> {
+    async fn pid_and_ip(&self, idx: usize) -> Result<(u32, String), SubstrateError> {
         let name = &self.slots[idx].container_name;
         let inspected = self
             .docker
@@ -904,7 +906,7 @@ impl DockerBackend {
             .state
             .and_then(|s| s.pid)
             .filter(|p| *p > 0)
-            .ok_or_else(|| BackendError::Docker(format!("{name} is not running")))?;
+            .ok_or_else(|| SubstrateError::Docker(format!("{name} is not running")))?;
         let ip = inspected
             .network_settings
             .and_then(|n| n.networks)
@@ -912,7 +914,7 @@ impl DockerBackend {
             .and_then(|e| e.ip_address)
             .filter(|ip| !ip.is_empty())
             .ok_or_else(|| {
-                BackendError::Docker(format!("{name} has no address on {}", self.network))
+                SubstrateError::Docker(format!("{name} has no address on {}", self.network))
             })?;
         Ok((pid as u32, ip))
     }
@@ -920,7 +922,7 @@ impl DockerBackend {
     /// Drops traffic between the two sides with blackhole routes in each
     /// member's network namespace (entered from the host with nsenter), so
     /// the harness still reaches every member through its published port.
-    async fn cut(&mut self, sides: [Vec<usize>; 2]) -> Result<(), BackendError> {
+    async fn cut(&mut self, sides: [Vec<usize>; 2]) -> Result<(), SubstrateError> {
         let mut ends = Vec::new();
         for side in &sides {
             let mut found = Vec::new();
@@ -949,20 +951,20 @@ impl DockerBackend {
 }
 
 /// `ip route <op> blackhole <ip>/32` inside the namespace of `pid`.
-fn route(pid: u32, op: &str, ip: &str) -> Result<(), BackendError> {
+fn route(pid: u32, op: &str, ip: &str) -> Result<(), SubstrateError> {
     let out = std::process::Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-n", "ip", "route", op, "blackhole"])
         .arg(format!("{ip}/32"))
         .output()
         .map_err(|e| {
-            BackendError::Docker(format!(
+            SubstrateError::Docker(format!(
                 "running nsenter (util-linux) and ip (iproute2): {e}"
             ))
         })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(BackendError::Docker(format!(
+        Err(SubstrateError::Docker(format!(
             "ip route {op} blackhole {ip} in the namespace of pid {pid}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )))
@@ -987,13 +989,19 @@ fn exit_info(code: Option<i64>) -> ExitInfo {
     }
 }
 
-impl Backend for DockerBackend {
+impl Substrate for DockerSubstrate {
     fn name(&self) -> &'static str {
         "docker"
     }
 
     fn slots(&self) -> Vec<SlotState> {
-        self.slots.iter().map(|s| s.state.clone()).collect()
+        self.slots
+            .iter()
+            .map(|s| SlotState {
+                ready: s.state.phase == Phase::Running,
+                ..s.state.clone()
+            })
+            .collect()
     }
 
     fn has_data(&self, slot: &SlotState) -> bool {
@@ -1022,7 +1030,7 @@ impl Backend for DockerBackend {
         }
     }
 
-    async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), BackendError> {
+    async fn start(&mut self, slot: &str, spec: Spec) -> Result<(), SubstrateError> {
         let idx = self.index(slot)?;
         self.slots[idx].state.expect_empty()?;
         // A new spec is a new pod: the old container, if any, goes.
@@ -1032,7 +1040,7 @@ impl Backend for DockerBackend {
         self.create_container(idx).await
     }
 
-    async fn stop(&mut self, slot: &str) -> Result<(), BackendError> {
+    async fn stop(&mut self, slot: &str) -> Result<(), SubstrateError> {
         let idx = self.index(slot)?;
         self.unfreeze(idx).await;
         if let Some(c) = self.slots[idx].container.as_ref() {
@@ -1044,28 +1052,36 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
-    async fn wipe(&mut self, slot: &str) -> Result<(), BackendError> {
+    async fn wipe(&mut self, slot: &str) -> Result<(), SubstrateError> {
         let idx = self.index(slot)?;
         self.slots[idx].state.expect_empty()?;
         self.remove_volume(idx).await
     }
 
-    async fn inject(&mut self, fault: FaultKind, slot: &str) -> Result<(), BackendError> {
-        let idx = self.index(slot)?;
-        self.recorder.record(EventKind::FaultInjected {
-            fault,
-            slot: Some(slot.to_string()),
-        });
+    async fn apply(&mut self, op: &Op) -> Result<(), SubstrateError> {
+        if let Op::Cut { isolated, rest } = op {
+            let mut sides = [Vec::new(), Vec::new()];
+            for (side, names) in sides.iter_mut().zip([isolated, rest]) {
+                for name in names {
+                    side.push(self.index(name)?);
+                }
+            }
+            return self.cut(sides).await;
+        }
+        let idx = match op.slot() {
+            Some(slot) => self.index(slot)?,
+            None => 0,
+        };
         let name = self.slots[idx].container_name.clone();
-        match fault {
-            FaultKind::Kill => self.kill(idx).await,
-            FaultKind::Stop => {
+        match op {
+            Op::Kill(_) => self.kill(idx).await,
+            Op::Stop(_) => {
                 self.unfreeze(idx).await;
                 if let Some(c) = self.slots[idx].container.as_ref() {
                     let _ = c.stop_with_timeout(Some(STOP_GRACE_SECS)).await;
                 }
             }
-            FaultKind::Freeze => {
+            Op::Freeze(_) => {
                 if self.slots[idx].state.phase == Phase::Running {
                     if let Err(e) = self.docker.pause_container(&name).await {
                         // SIGSTOP from outside the container's namespace
@@ -1077,7 +1093,7 @@ impl Backend for DockerBackend {
                     self.slots[idx].state.phase = Phase::Frozen;
                 }
             }
-            FaultKind::Thaw => {
+            Op::Thaw(_) => {
                 if self.slots[idx].state.phase == Phase::Frozen {
                     if std::mem::take(&mut self.slots[idx].stopped_by_signal) {
                         self.signal(&name, "SIGCONT").await?;
@@ -1090,18 +1106,18 @@ impl Backend for DockerBackend {
                     self.slots[idx].state.phase = Phase::Running;
                 }
             }
-            FaultKind::DeletePod => {
+            Op::DeletePod(_) => {
                 self.slots[idx].state.phase = Phase::Empty;
                 self.remove_container(idx).await;
                 self.empty_slot(idx);
             }
-            FaultKind::LoseVolume => {
+            Op::LoseVolume(_) => {
                 self.slots[idx].state.phase = Phase::Empty;
                 self.remove_container(idx).await;
                 self.empty_slot(idx);
                 self.remove_volume(idx).await?;
             }
-            FaultKind::Disconnect => {
+            Op::Disconnect(_) => {
                 if !self.slots[idx].disconnected {
                     self.docker
                         .disconnect_network(
@@ -1116,7 +1132,7 @@ impl Backend for DockerBackend {
                     self.slots[idx].disconnected = true;
                 }
             }
-            FaultKind::Reconnect => {
+            Op::Reconnect(_) => {
                 if self.slots[idx].disconnected {
                     self.docker
                         .connect_network(
@@ -1131,36 +1147,15 @@ impl Backend for DockerBackend {
                     self.slots[idx].disconnected = false;
                 }
             }
-            FaultKind::Isolate => {
-                let others: Vec<usize> = (0..self.slots.len())
-                    .filter(|&i| i != idx && self.slots[i].state.phase == Phase::Running)
-                    .collect();
-                self.cut([vec![idx], others]).await?;
-            }
-            FaultKind::Heal => self.heal_routes(),
-            FaultKind::CrashDeployer => {
-                return Err(BackendError::Unsupported {
-                    fault,
-                    backend: "docker",
+            Op::Heal => self.heal_routes(),
+            Op::Cut { .. } => {}
+            Op::CrashSubject => {
+                return Err(SubstrateError::Unsupported {
+                    op: "crash-subject",
+                    substrate: "docker",
                 });
             }
         }
-        Ok(())
-    }
-
-    async fn partition(&mut self, side: &[String]) -> Result<(), BackendError> {
-        let mut a = Vec::new();
-        for name in side {
-            a.push(self.index(name)?);
-        }
-        let b: Vec<usize> = (0..self.slots.len())
-            .filter(|i| !a.contains(i) && self.slots[*i].state.phase == Phase::Running)
-            .collect();
-        self.cut([a, b]).await
-    }
-
-    async fn heal(&mut self) -> Result<(), BackendError> {
-        self.heal_routes();
         Ok(())
     }
 
@@ -1187,7 +1182,7 @@ impl Backend for DockerBackend {
     }
 }
 
-impl Drop for DockerBackend {
+impl Drop for DockerSubstrate {
     fn drop(&mut self) {
         if self.shut_down {
             return;

@@ -1,5 +1,7 @@
-//! Process-wide registry of what runs and what was created, so Ctrl-C and
-//! panics leave nothing behind.
+//! The reaper: a process-wide registry of what runs and what was created,
+//! so Ctrl-C and panics leave nothing behind. Process groups and temporary
+//! directories are registered here directly; a substrate that creates
+//! anything else (containers, namespaces) registers its own cleanup hook.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -19,6 +21,21 @@ static GROUPS: Mutex<Groups> = Mutex::new(Groups {
     closed: false,
 });
 static DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// Cleanups registered by substrates, by name; each runs once per
+/// [`cleanup_everything`] and must block until its work is done.
+static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+/// A substrate's cleanup, by name.
+type Hook = (&'static str, fn());
+
+/// Registers a substrate's cleanup for Ctrl-C and the CLI's exit; the same
+/// name registered twice is kept once.
+pub fn register_hook(name: &'static str, hook: fn()) {
+    let mut hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+    if !hooks.iter().any(|(n, _)| *n == name) {
+        hooks.push((name, hook));
+    }
+}
 
 fn groups() -> std::sync::MutexGuard<'static, Groups> {
     GROUPS.lock().unwrap_or_else(|p| p.into_inner())
@@ -82,7 +99,15 @@ pub fn cleanup_everything() {
         groups.live.iter().copied().collect()
     };
     kill_groups_and_wait(&groups);
-    super::docker::cleanup_live_runs_blocking();
+    let hooks: Vec<fn()> = HOOKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(_, hook)| *hook)
+        .collect();
+    for hook in hooks {
+        hook();
+    }
     let dirs: Vec<PathBuf> = DIRS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -137,6 +162,29 @@ fn live_groups(pgids: &[i32]) -> Vec<i32> {
         }
     }
     live
+}
+
+/// Every process of the machine by process group, from `/proc`.
+pub fn processes_by_group() -> std::collections::BTreeMap<i32, Vec<i32>> {
+    let mut groups: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return groups;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some((_, pgrp)) = state_and_group(&stat)
+        {
+            groups.entry(pgrp).or_default().push(pid);
+        }
+    }
+    groups
 }
 
 /// SIGKILLs the groups and waits until their processes are gone, so their

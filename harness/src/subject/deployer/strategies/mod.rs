@@ -7,7 +7,8 @@ mod learner;
 mod seed_join;
 mod static_bootstrap;
 
-use super::{Action, Deployer, DeployerContext, Observation, Phase, SlotView, Spec};
+use super::{Deployer, DeployerContext};
+use crate::model::{Action, Observation, Phase, SlotView, Spec};
 
 pub use discovery::Discovery;
 pub use learner::Learner;
@@ -300,7 +301,7 @@ pub(crate) fn has_unstarted_member(obs: &Observation) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployer::{EngineView, MembersView, ServiceView};
+    use crate::model::{EngineView, MembersView, ServiceView};
     use crate::trace::MemberInfo;
 
     fn slot(ordinal: u32, phase: Phase) -> SlotView {
@@ -324,7 +325,7 @@ mod tests {
     fn seed_only(cluster_version: Option<&str>) -> Observation {
         let seed = slot(0, Phase::Running);
         Observation {
-            protocol: crate::deployer::PROTOCOL_VERSION,
+            protocol: crate::model::PROTOCOL_VERSION,
             engine: EngineView {
                 kind: "etcd".into(),
                 version: "3.5.1".into(),

@@ -1,0 +1,161 @@
+//! `raftcert check`: a saved trace, report directory or bundle, offline.
+
+use super::bad;
+use anyhow::Context;
+use raftcert::report;
+use raftcert::report::recheck::{Ending, TraceCheck, recheck_report};
+use raftcert::trace::read_trace;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    use raftcert::report::bundle;
+    if bundle::is_tarball(path) {
+        let scratch = raftcert::sys::TempDir::new("raftcert-check")
+            .context("creating a temporary directory")?;
+        let root = bundle::unpack(path, scratch.path()).map_err(|e| bad(e.to_string()))?;
+        return check_bundle(&root);
+    }
+    if path.is_dir() && bundle::is_sealed(path) {
+        return check_bundle(path);
+    }
+    if path.is_dir() {
+        return check_report_dir(path);
+    }
+    let trace = read_trace(path).map_err(|e| bad(e.to_string()))?;
+    let checked = TraceCheck::of(&trace);
+    for verdict in &checked.verdicts {
+        println!(
+            "{:<3} {:<5} {}",
+            verdict.invariant,
+            verdict.outcome_word(),
+            verdict.title
+        );
+        if let Some(why) = &verdict.not_applicable {
+            println!("      nothing to judge: {why}");
+        }
+        for violation in &verdict.violations {
+            println!("      {}", violation.message);
+            for event in &violation.evidence {
+                println!("        {}", report::event_summary(event));
+            }
+        }
+    }
+    match &checked.ending {
+        Ending::Finished => {}
+        Ending::Incomplete => println!(
+            "INCOMPLETE: the trace ends before its run did (no run-finished event): \
+             the run was interrupted or killed, and the verdicts cover only what was recorded"
+        ),
+        Ending::Errored(error) => println!("ERROR: the run ended with an error: {error}"),
+    }
+    let failed = checked.failed();
+    if failed {
+        println!("\nHow the run went (polling and workload left out):");
+        for line in report::story(&trace, STORY_LINES) {
+            println!("  {line}");
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Verifies a bundle's seal, then re-checks its runs.
+fn check_bundle(dir: &Path) -> anyhow::Result<ExitCode> {
+    use raftcert::report::bundle;
+    let seal = bundle::verify_seal(dir).map_err(|e| bad(e.to_string()))?;
+    for (what, files) in [
+        ("changed since sealing", &seal.changed),
+        ("missing", &seal.missing),
+        ("added after sealing", &seal.unlisted),
+    ] {
+        for file in files {
+            println!("seal: {file}: {what}");
+        }
+    }
+    println!(
+        "seal: {} of {} sealed files intact{}",
+        seal.intact,
+        seal.intact + seal.changed.len() + seal.missing.len(),
+        if seal.ok() { "" } else { ": BROKEN" }
+    );
+    let results =
+        report::load_results(&dir.join(report::RESULTS_FILE)).map_err(|e| bad(e.to_string()))?;
+    match &results.certificate {
+        Some(cert) => {
+            for subject in &cert.subjects {
+                println!(
+                    "certifies: {} {}",
+                    subject.name,
+                    subject.version.as_deref().unwrap_or("")
+                );
+            }
+            println!(
+                "built by raftcert {} ({}), suite {} {}, seed {}",
+                cert.harness_version,
+                cert.harness_commit.as_deref().unwrap_or("commit unknown"),
+                cert.suite,
+                cert.suite_digest,
+                cert.seed
+            );
+        }
+        None => println!("results.json has no certificate section"),
+    }
+    let runs = check_report_dir(dir)?;
+    Ok(if seal.ok() && results.certificate.is_some() {
+        runs
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Lifecycle lines `check` prints for a failing trace.
+const STORY_LINES: usize = 40;
+
+/// Re-checks every trace of a report directory and compares the verdicts
+/// with the recorded ones: a difference is a defect of the harness.
+fn check_report_dir(dir: &Path) -> anyhow::Result<ExitCode> {
+    let recheck = recheck_report(dir).map_err(|e| bad(e.to_string()))?;
+    for run in &recheck.runs {
+        let na: Vec<&str> = run
+            .now
+            .iter()
+            .flat_map(|n| &n.verdicts)
+            .filter(|v| v.not_applicable.is_some())
+            .map(|v| v.invariant.as_str())
+            .collect();
+        println!(
+            "{:<40} {:<22} {:<8} {:<10} {:<22} {}",
+            run.scenario,
+            run.strategy,
+            run.engine_version,
+            run.outcome(),
+            if na.is_empty() {
+                String::new()
+            } else {
+                format!("n/a: {}", na.join(","))
+            },
+            match (&run.problem, run.differs, run.unrecorded.is_empty()) {
+                (Some(problem), _, _) => problem.clone(),
+                (None, true, _) => "DIFFERS from results.json".to_string(),
+                (None, false, true) => "reproduced".to_string(),
+                (None, false, false) =>
+                    format!("reproduced (+{} not recorded)", run.unrecorded.join(",")),
+            }
+        );
+    }
+    println!(
+        "{} runs re-checked: {} not passing, {} differing from the recorded verdicts",
+        recheck.runs.len(),
+        recheck.not_passing(),
+        recheck.differing()
+    );
+    Ok(if recheck.not_passing() > 0 || recheck.differing() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

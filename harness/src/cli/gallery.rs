@@ -1,0 +1,227 @@
+//! `raftcert gallery`: every bad deployer of the bug gallery, what caught
+//! it, and the false-alarm rate of the correct ones.
+
+use super::progress::progress_listener;
+use super::{bad, deployer_timeout, parse_engines, provision_all, write_report};
+use anyhow::Context;
+use raftcert::engine::EngineChoice;
+use raftcert::matrix::{self, MatrixEntry, Plan};
+use raftcert::report::RunStatus;
+use raftcert::scenario::model::Suite;
+use raftcert::subject::SubjectChoice;
+use raftcert::subject::deployer::strategies;
+use raftcert::substrate::SubstrateChoice;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct GalleryArgs {
+    /// Directory of bad deployers with `# raftcert-gallery:` headers.
+    #[arg(long, default_value = "fixtures/deployers/bugs")]
+    dir: PathBuf,
+    /// Directory of the suite files the headers name.
+    #[arg(long, default_value = "suites")]
+    suites: PathBuf,
+    #[arg(long, value_name = "ENGINE", default_value = "etcd@3.5.1")]
+    engine: String,
+    /// Report directory; default: raftcert-out/gallery-<run-id>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    jobs: usize,
+    /// Also write the detection matrix to this file (e.g. docs/detection.md).
+    #[arg(long)]
+    doc: Option<PathBuf>,
+    /// Also run every correct deployer (built-in strategies and
+    /// fixtures/deployers/example.*) over the conformance suite this many
+    /// times, and report the false-alarm rate.
+    #[arg(long, default_value_t = 0)]
+    false_alarm_runs: u32,
+    /// How long a deployer may take to answer one request.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    deployer_timeout: String,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Correct external deployers shipped with raftcert.
+fn example_deployers() -> Vec<String> {
+    let mut found = Vec::new();
+    for (file, interpreter) in [("example.py", "python3"), ("example.sh", "sh")] {
+        let path = Path::new("fixtures/deployers").join(file);
+        if path.is_file() {
+            found.push(format!("{interpreter} {}", path.display()));
+        }
+    }
+    found
+}
+
+pub async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
+    let timeout = deployer_timeout(&args.deployer_timeout)?;
+    let entries = raftcert::gallery::discover(&args.dir).map_err(|e| bad(e.to_string()))?;
+    let engines = provision_all(&parse_engines(std::slice::from_ref(&args.engine))?).await?;
+    let Some(install) = engines.first().cloned() else {
+        return Err(bad("no engine"));
+    };
+    let version = install.version.clone();
+    let engine = EngineChoice::Installed(install);
+    let mut suites: BTreeMap<String, Arc<Suite>> = BTreeMap::new();
+    let mut matrix_entries = Vec::new();
+    for entry in &entries {
+        let suite = match suites.get(&entry.suite_file) {
+            Some(s) => s.clone(),
+            None => {
+                let loaded = Arc::new(
+                    Suite::load(&args.suites.join(&entry.suite_file))
+                        .map_err(|e| bad(e.to_string()))?,
+                );
+                suites.insert(entry.suite_file.clone(), loaded.clone());
+                loaded
+            }
+        };
+        let scenario = suite
+            .scenarios
+            .iter()
+            .find(|s| s.name == entry.scenario)
+            .cloned()
+            .ok_or_else(|| {
+                bad(format!(
+                    "{}: scenario {:?} is not in {}",
+                    entry.path.display(),
+                    entry.scenario,
+                    entry.suite_file
+                ))
+            })?;
+        matrix_entries.push(MatrixEntry {
+            suite,
+            scenario,
+            subject: SubjectChoice::External {
+                command: entry.command.clone(),
+                timeout,
+            },
+            engine: engine.clone(),
+            substrate: SubstrateChoice::Process,
+            tls: false,
+        });
+    }
+    let gallery_runs = matrix_entries.len();
+    // The false-alarm pass: correct deployers over the conformance suite.
+    let conformance = Arc::new(Suite::builtin().map_err(|e| bad(e.to_string()))?);
+    let mut correct: Vec<SubjectChoice> = strategies::registry()
+        .iter()
+        .filter(|s| s.correct)
+        .map(SubjectChoice::Builtin)
+        .collect();
+    for command in example_deployers() {
+        correct.push(SubjectChoice::External { command, timeout });
+    }
+    for _ in 0..args.false_alarm_runs {
+        for subject in &correct {
+            for scenario in &conformance.scenarios {
+                matrix_entries.push(MatrixEntry {
+                    suite: conformance.clone(),
+                    scenario: scenario.clone(),
+                    subject: subject.clone(),
+                    engine: engine.clone(),
+                    substrate: SubstrateChoice::Process,
+                    tls: false,
+                });
+            }
+        }
+    }
+    let run_id = matrix::new_run_id();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("raftcert-out").join(format!("gallery-{run_id}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    eprintln!(
+        "raftcert gallery: {} bad deployers{}, {} runs at a time, report in {}",
+        entries.len(),
+        if args.false_alarm_runs > 0 {
+            format!(
+                ", plus {} correct deployers x {} scenarios x {} repetitions",
+                correct.len(),
+                conformance.scenarios.len(),
+                args.false_alarm_runs
+            )
+        } else {
+            String::new()
+        },
+        args.jobs,
+        out.display()
+    );
+    let listener = progress_listener(matrix_entries.len() as u64);
+    let seed = args.seed.unwrap_or_else(raftcert::util::unique_suffix);
+    let plan = Plan {
+        entries: matrix_entries,
+        not_covered: Vec::new(),
+    };
+    let report = matrix::run_matrix(plan, &out, &run_id, seed, args.jobs, listener).await;
+    write_report(&out, &report)?;
+    let detections: Vec<raftcert::gallery::Detection> = entries
+        .iter()
+        .cloned()
+        .zip(report.runs.iter().take(gallery_runs).cloned())
+        .map(|(entry, result)| raftcert::gallery::Detection { entry, result })
+        .collect();
+    let mut false_alarms = raftcert::gallery::FalseAlarms {
+        repetitions: args.false_alarm_runs,
+        rows: Vec::new(),
+    };
+    for strategy in &correct {
+        let name = strategy.name();
+        let runs: Vec<&raftcert::report::RunResult> = report
+            .runs
+            .iter()
+            .skip(gallery_runs)
+            .filter(|r| r.strategy == name)
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let bad_runs: Vec<&&raftcert::report::RunResult> = runs
+            .iter()
+            .filter(|r| r.status != RunStatus::Pass)
+            .collect();
+        let examples = bad_runs
+            .iter()
+            .take(3)
+            .map(|r| {
+                format!(
+                    "{} ({}): {}",
+                    r.scenario,
+                    r.trace,
+                    r.headline().unwrap_or_default()
+                )
+            })
+            .collect();
+        false_alarms.rows.push((
+            name,
+            version.clone(),
+            runs.len() as u32,
+            bad_runs.len() as u32,
+            examples,
+        ));
+    }
+    let table = raftcert::gallery::render_table(&detections);
+    println!("{table}");
+    let markdown = raftcert::gallery::render_markdown(&detections, &false_alarms, &run_id);
+    std::fs::write(out.join("detection.md"), &markdown).context("writing detection.md")?;
+    if let Some(doc) = &args.doc {
+        std::fs::write(doc, &markdown).with_context(|| format!("writing {}", doc.display()))?;
+    }
+    for (strategy, version, runs, bad_count, _) in &false_alarms.rows {
+        println!("false alarms: {strategy} @ {version}: {bad_count} of {runs} runs not passing");
+    }
+    println!("report: {}", out.display());
+    let all_caught = detections.iter().all(|d| d.caught());
+    let no_false_alarm = false_alarms.rows.iter().all(|r| r.3 == 0);
+    Ok(if all_caught && no_false_alarm {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,112 @@
+//! `raftcert list` and `raftcert engines`.
+
+use super::{bad, parse_engines, provision_all};
+use raftcert::engine::EngineKind;
+use raftcert::engine::provision;
+use raftcert::invariants;
+use raftcert::scenario::model::Suite;
+use raftcert::subject::deployer::strategies;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub fn list() -> anyhow::Result<ExitCode> {
+    println!("Suites:");
+    let suite = Suite::builtin().map_err(|e| bad(e.to_string()))?;
+    println!(
+        "  {} (built in, {}): {} scenarios",
+        suite.suite,
+        raftcert::scenario::model::BUILTIN_SUITE_PATH,
+        suite.scenarios.len()
+    );
+    for s in &suite.scenarios {
+        println!(
+            "    {:<34} up to {} members, {} steps",
+            s.name,
+            s.max_replicas(),
+            s.steps.len()
+        );
+    }
+    println!("Faults (step keys; substrates that lack one list its scenarios as not covered):");
+    for fault in raftcert::faults::registry() {
+        println!("  {:<32} {}", fault.name(), fault.summary());
+    }
+    println!("Strategies:");
+    for s in strategies::registry() {
+        println!("  {:<32} {}", s.name, s.summary);
+    }
+    println!("Engines:");
+    for v in provision::DEFAULT_ETCD_VERSIONS {
+        let state = match provision::installed(EngineKind::Etcd, v) {
+            Some(i) => format!("installed ({})", i.source),
+            None => "not provisioned yet (provisioned on first use)".to_string(),
+        };
+        println!("  etcd@{v:<10} {state}");
+    }
+    list_profiles(Path::new("fixtures/operators"));
+    println!("Invariants:");
+    for inv in invariants::registry() {
+        println!("  {:<3} {:<28} {}", inv.id, inv.title, inv.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The operator profiles under `dir`, for `--backend kube --profile`.
+fn list_profiles(dir: &Path) {
+    use raftcert::substrate::kube::profile::{PROFILE_FILE, Profile};
+    println!("Operator profiles ({}, for --backend kube):", dir.display());
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(PROFILE_FILE).is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    if paths.is_empty() {
+        println!("  none here (run from the repository root)");
+    }
+    for path in paths {
+        match Profile::load(&path) {
+            Ok(profile) => {
+                let faults: Vec<&str> = profile.faults.iter().map(|f| f.name()).collect();
+                println!(
+                    "  {:<40} {} {}, {}; faults: {}",
+                    path.display(),
+                    profile.subject.name,
+                    profile.subject.version,
+                    profile.engine,
+                    faults.join(" ")
+                );
+            }
+            Err(e) => println!("  {:<40} does not load: {e}", path.display()),
+        }
+    }
+}
+
+pub async fn engines(to_provision: Vec<String>) -> anyhow::Result<ExitCode> {
+    if !to_provision.is_empty() {
+        let wanted = parse_engines(&to_provision)?;
+        provision_all(&wanted).await?;
+    }
+    println!("cache: {}", provision::cache_dir().display());
+    let installed = provision::list(EngineKind::Etcd);
+    for v in provision::DEFAULT_ETCD_VERSIONS {
+        if !installed.iter().any(|i| i.version == *v) {
+            let sources: Vec<String> = provision::known_sources(EngineKind::Etcd, v)
+                .iter()
+                .map(|s| s.describe(v))
+                .collect();
+            println!("etcd@{v:<10} available   from {}", sources.join(" or "));
+        }
+    }
+    for i in installed {
+        println!(
+            "etcd@{:<10} installed   {} ({})",
+            i.version,
+            i.server.display(),
+            i.source
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

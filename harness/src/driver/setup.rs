@@ -1,0 +1,227 @@
+//! Builds a run's substrate and subject from its choices: addresses and
+//! data directories for processes, a network and volumes for docker, a
+//! namespace for Kubernetes; certificates when TLS is on.
+
+use super::{DriveError, RunSpec};
+use crate::engine::etcd::ClientConfig;
+use crate::engine::tls::TlsMaterial;
+use crate::model::{EngineView, SERVICE_PORT, ServiceView};
+use crate::subject::deployer::DeployerContext;
+use crate::subject::{Subject, SubjectChoice};
+use crate::substrate::docker::{self, DockerRunConfig, DockerSubstrate};
+use crate::substrate::kube::KubeSubstrate;
+use crate::substrate::process::{AddressPlan, CLIENT_PORT, PEER_PORT, ProcessSubstrate};
+use crate::substrate::{AnySubstrate, SubstrateChoice};
+use crate::sys::TempDir;
+use crate::trace::{Recorder, SlotInfo};
+use std::time::Duration;
+
+/// How long one poll of a member may take: a port-forward to a pod takes
+/// longer to open than a loopback connection.
+const POLL_TIMEOUT: Duration = Duration::from_millis(800);
+const KUBE_POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(super) struct Ready {
+    pub substrate: AnySubstrate,
+    pub subject: Subject,
+    /// Every slot known before the run, for the trace's header.
+    pub slots: Vec<SlotInfo>,
+    pub tls: Option<TlsMaterial>,
+    pub client_config: ClientConfig,
+    pub engine_view: EngineView,
+    pub service: ServiceView,
+    /// Data directories and certificates, removed when the run ends.
+    pub _scratch: Option<TempDir>,
+}
+
+fn scratch() -> Result<TempDir, DriveError> {
+    TempDir::new("raftcert-run").map_err(|source| DriveError::Io {
+        what: "temporary directory",
+        source,
+    })
+}
+
+fn process_slots(plan: &AddressPlan, replicas: u32, tls: bool) -> Vec<SlotInfo> {
+    let scheme = if tls { "https" } else { "http" };
+    (0..replicas)
+        .map(|ordinal| {
+            let ip = plan.member_ip(ordinal);
+            SlotInfo {
+                name: format!("m{ordinal}"),
+                ordinal,
+                peer_url: format!("{scheme}://{ip}:{PEER_PORT}"),
+                client_url: format!("{scheme}://{ip}:{CLIENT_PORT}"),
+            }
+        })
+        .collect()
+}
+
+pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready, DriveError> {
+    let replicas = spec.scenario.max_replicas();
+    let logs_dir = spec.dir.join("logs");
+    if let SubstrateChoice::Kube(target) = &spec.substrate {
+        if spec.tls {
+            return Err(DriveError::Invalid(
+                "TLS on Kubernetes is the profile's to set up, not --tls".into(),
+            ));
+        }
+        let substrate = KubeSubstrate::create(
+            target.clone(),
+            &spec.run_id,
+            replicas,
+            recorder.clone(),
+            &logs_dir,
+        )
+        .await
+        .map_err(crate::substrate::SubstrateError::from)?;
+        let subject = Subject::operator(&substrate)?;
+        let slots = substrate.initial_slots();
+        return Ok(Ready {
+            substrate: AnySubstrate::Kube(Box::new(substrate)),
+            subject,
+            slots,
+            tls: None,
+            client_config: ClientConfig {
+                tls: None,
+                timeout: KUBE_POLL_TIMEOUT,
+            },
+            engine_view: EngineView {
+                kind: spec.engine.kind().to_string(),
+                version: spec.engine.version(),
+                binary: String::new(),
+            },
+            service: ServiceView {
+                ip: String::new(),
+                port: 0,
+            },
+            _scratch: None,
+        });
+    }
+    if let SubjectChoice::Operator(profile) = &spec.subject {
+        return Err(DriveError::Invalid(format!(
+            "profile {} needs --backend kube",
+            profile.name
+        )));
+    }
+    let Some(install) = spec.engine.install() else {
+        return Err(DriveError::Invalid(
+            "a local run needs a provisioned engine binary".into(),
+        ));
+    };
+    let scratch = scratch()?;
+    let tls_dir = scratch.path().join("tls");
+    let generate_tls = |members: Vec<(String, Vec<String>)>| {
+        spec.tls
+            .then(|| TlsMaterial::generate(&tls_dir, &members))
+            .transpose()
+    };
+    let (substrate, slots, service_ip, binary, tls) = match &spec.substrate {
+        SubstrateChoice::Process => {
+            let plan = AddressPlan::allocate(replicas, spec.seed ^ crate::util::unique_suffix())?;
+            let slots = process_slots(&plan, replicas, spec.tls);
+            let tls = generate_tls(
+                slots
+                    .iter()
+                    .map(|s| {
+                        let sans = vec![
+                            plan.member_ip(s.ordinal),
+                            "localhost".to_string(),
+                            s.name.clone(),
+                        ];
+                        (s.name.clone(), sans)
+                    })
+                    .collect(),
+            )?;
+            let service_ip = plan.service_ip();
+            let substrate = ProcessSubstrate::new(
+                recorder.clone(),
+                slots.clone(),
+                plan,
+                &scratch.path().join("data"),
+                &logs_dir,
+            )?;
+            (
+                AnySubstrate::Process(Box::new(substrate)),
+                slots,
+                service_ip,
+                install.server.display().to_string(),
+                tls,
+            )
+        }
+        SubstrateChoice::Docker { image } => {
+            let client = docker::connect().await?;
+            let image = docker::ensure_engine_image(&client, install, image.as_deref()).await?;
+            let label = format!(
+                "{}-{:x}",
+                spec.run_id
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect::<String>(),
+                crate::util::unique_suffix() % 0xff_ffff
+            );
+            let config = DockerRunConfig {
+                run_label: label,
+                replicas,
+                tls: spec.tls,
+                image,
+                logs_dir: logs_dir.clone(),
+                seed: spec.seed ^ crate::util::unique_suffix(),
+            };
+            let (mut substrate, layout) =
+                DockerSubstrate::create(client, recorder.clone(), config).await?;
+            let tls = generate_tls(
+                layout
+                    .slots
+                    .iter()
+                    .zip(&layout.hosts)
+                    .map(|(s, host)| {
+                        let sans = vec![
+                            "127.0.0.1".to_string(),
+                            "localhost".to_string(),
+                            s.name.clone(),
+                            host.clone(),
+                        ];
+                        (s.name.clone(), sans)
+                    })
+                    .collect(),
+            )?;
+            if tls.is_some() {
+                substrate.set_tls_dir(&tls_dir);
+            }
+            (
+                AnySubstrate::Docker(Box::new(substrate)),
+                layout.slots,
+                layout.service_ip,
+                docker::ENGINE_PATH.to_string(),
+                tls,
+            )
+        }
+        SubstrateChoice::Kube(_) => unreachable!("handled above"),
+    };
+    let ctx = DeployerContext {
+        service_ip: service_ip.clone(),
+        service_port: SERVICE_PORT,
+        log_dir: logs_dir,
+    };
+    let subject = Subject::deployer(spec.subject.clone(), ctx)?;
+    Ok(Ready {
+        substrate,
+        subject,
+        slots,
+        client_config: ClientConfig {
+            tls: tls.clone(),
+            timeout: POLL_TIMEOUT,
+        },
+        tls,
+        engine_view: EngineView {
+            kind: install.kind.to_string(),
+            version: install.version.clone(),
+            binary,
+        },
+        service: ServiceView {
+            ip: service_ip,
+            port: SERVICE_PORT,
+        },
+        _scratch: Some(scratch),
+    })
+}

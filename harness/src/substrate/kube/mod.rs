@@ -1,0 +1,529 @@
+//! Kubernetes substrate: members are pods of a real deployment (an
+//! operator's, or plain manifests), observed through kube-rs watchers and
+//! log streams into the same trace as the local substrates, and reached
+//! through port-forwards by the same poller and workload. Each run gets a
+//! namespace of its own.
+
+pub(crate) mod api;
+mod apply;
+pub mod nodes;
+mod observe;
+pub mod profile;
+mod slots;
+
+use super::{SlotState, Substrate, SubstrateError};
+use crate::faults::{Op, Primitive};
+use crate::model::{Phase, Spec};
+use crate::trace::{Recorder, SlotInfo};
+use api::Removal;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, Config};
+use nodes::{HeldFaults, HeldKind, NodeAccess};
+use observe::{DataState, PodViews};
+use profile::{KubeFault, Profile};
+use slots::SlotBook;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+pub use api::{delete_leftover_namespaces, install};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("timed out after {0:?}: {1}")]
+    Timeout(std::time::Duration, String),
+}
+
+/// A client for the cluster a kubeconfig names (`KUBECONFIG` or
+/// `~/.kube/config` when `path` is `None`), and the configuration it was
+/// made from (the reaper makes its own client from it).
+pub async fn connect(path: Option<&Path>) -> Result<(Client, Config), KubeError> {
+    let config = match path {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| KubeError::Config(e.to_string()))?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| KubeError::Config(e.to_string()))?,
+    };
+    let client = Client::try_from(config.clone()).map_err(|e| KubeError::Config(e.to_string()))?;
+    Ok((client, config))
+}
+
+/// The server's git version, for certificates.
+pub async fn server_version(client: &Client) -> Result<String, KubeError> {
+    Ok(client.apiserver_version().await?.git_version)
+}
+
+/// A cluster and the profile whose deployment runs on it.
+pub struct KubeTarget {
+    pub client: Client,
+    pub config: Config,
+    pub profile: Arc<Profile>,
+    pub server: String,
+    /// How faults below the API reach members, or why they cannot.
+    pub nodes: Result<NodeAccess, String>,
+}
+
+impl KubeTarget {
+    /// Connects, reads the server's version and probes node access.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        profile: Arc<Profile>,
+    ) -> Result<KubeTarget, KubeError> {
+        let (client, config) = connect(kubeconfig).await?;
+        let server = server_version(&client).await?;
+        let nodes = NodeAccess::probe(&client).await;
+        Ok(KubeTarget {
+            client,
+            config,
+            profile,
+            server,
+            nodes,
+        })
+    }
+
+    /// Whether the profile allows `primitive` and the cluster can host it.
+    pub fn offers(&self, primitive: Primitive) -> Result<(), String> {
+        let fault = KubeFault::for_primitive(primitive);
+        if !self.profile.faults.contains(&fault) {
+            return Err(format!(
+                "profile {} does not allow {}",
+                self.profile.name,
+                fault.name()
+            ));
+        }
+        match &self.nodes {
+            Err(why) if fault.needs_nodes() => {
+                Err(format!("{} needs access to the nodes: {why}", fault.name()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// How faults below the API reach members, in words, for certificates.
+    pub fn node_faults(&self) -> String {
+        match &self.nodes {
+            Ok(access) => format!(
+                "through the nodes of kind cluster {}: blackhole routes in the member pod's network namespace, SIGSTOP/SIGCONT to its container's processes",
+                access.cluster
+            ),
+            Err(why) => format!("not available: {why}"),
+        }
+    }
+}
+
+/// The name every run's deployment gets (`${NAME}` in the profile).
+pub const DEPLOYMENT_NAME: &str = "etcd";
+
+/// A profile template with a run's `${NAME}`, `${NAMESPACE}` and
+/// `${REPLICAS}`.
+pub fn fill_run(template: &str, namespace: &str, replicas: u32) -> String {
+    profile::fill(
+        template,
+        &[
+            ("NAME", DEPLOYMENT_NAME),
+            ("NAMESPACE", namespace),
+            ("REPLICAS", &replicas.to_string()),
+        ],
+    )
+}
+
+/// Namespaces of runs in progress, with the configuration to reach their
+/// cluster, for an interrupted process to delete.
+static LIVE_NAMESPACES: Mutex<Vec<(Config, String)>> = Mutex::new(Vec::new());
+
+/// The reaper's hook: deletes the namespace of every run in progress, on a
+/// thread and client of its own (the runs' runtime may be gone).
+fn delete_live_namespaces_blocking() {
+    let live: Vec<(Config, String)> = LIVE_NAMESPACES
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    if live.is_empty() {
+        return;
+    }
+    let deleting = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            for (config, namespace) in live {
+                let Ok(client) = Client::try_from(config) else {
+                    continue;
+                };
+                let namespaces: Api<Namespace> = Api::all(client);
+                let deleted = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    namespaces.delete(&namespace, &DeleteParams::default()),
+                )
+                .await;
+                if matches!(deleted, Ok(Ok(_))) {
+                    eprintln!("deleted namespace {namespace}");
+                }
+            }
+        });
+    });
+    let _ = deleting.join();
+}
+
+/// One run's members on the cluster.
+pub struct KubeSubstrate {
+    target: Arc<KubeTarget>,
+    namespace: String,
+    recorder: Recorder,
+    book: Arc<SlotBook>,
+    views: PodViews,
+    has_data: DataState,
+    tasks: Vec<JoinHandle<()>>,
+    held: HeldFaults,
+    logs_dir: PathBuf,
+    shut_down: bool,
+}
+
+impl KubeSubstrate {
+    /// Creates the run's namespace and starts watching it.
+    pub async fn create(
+        target: Arc<KubeTarget>,
+        run_id: &str,
+        max_replicas: u32,
+        recorder: Recorder,
+        logs_dir: &Path,
+    ) -> Result<KubeSubstrate, KubeError> {
+        std::fs::create_dir_all(logs_dir).map_err(|source| KubeError::Io {
+            what: logs_dir.display().to_string(),
+            source,
+        })?;
+        let namespace = format!(
+            "raftcert-{}",
+            run_id
+                .to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
+        );
+        let profile = target.profile.clone();
+        let client = target.client.clone();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let recorder_arc = Arc::new(recorder.clone());
+        let book = Arc::new(
+            SlotBook::new(
+                &profile,
+                pods.clone(),
+                DEPLOYMENT_NAME,
+                &namespace,
+                max_replicas,
+                recorder_arc.clone(),
+            )
+            .map_err(|source| KubeError::Io {
+                what: "port-forward listener".into(),
+                source,
+            })?,
+        );
+        crate::sys::reaper::register_hook("kube", delete_live_namespaces_blocking);
+        if let Ok(mut live) = LIVE_NAMESPACES.lock() {
+            live.push((target.config.clone(), namespace.clone()));
+        }
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(namespace.clone());
+        ns.metadata.labels = Some([(api::MANAGED_BY.0.into(), api::MANAGED_BY.1.into())].into());
+        let views: PodViews = Arc::new(Mutex::new(BTreeMap::new()));
+        let has_data: DataState = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut substrate = KubeSubstrate {
+            target: target.clone(),
+            namespace: namespace.clone(),
+            recorder,
+            book: book.clone(),
+            views: views.clone(),
+            has_data: has_data.clone(),
+            tasks: Vec::new(),
+            held: HeldFaults::default(),
+            logs_dir: logs_dir.to_path_buf(),
+            shut_down: false,
+        };
+        // From here on, dropping the substrate deletes the namespace.
+        namespaces.create(&PostParams::default(), &ns).await?;
+        let selector = substrate.fill(&profile.members.selector, 0);
+        substrate.tasks.push(observe::watch_pods(
+            pods,
+            selector,
+            profile.members.container.clone(),
+            recorder_arc.clone(),
+            views,
+            has_data,
+            book,
+        ));
+        if let Some(status) = &profile.status {
+            let resource = api::api_resource(&status.api_version, &status.kind)?;
+            let name = substrate.fill(&status.name, 0);
+            substrate.tasks.push(observe::watch_status(
+                Api::namespaced_with(client, &namespace, &resource),
+                format!("{}/{name}", status.kind),
+                name,
+                status.members.clone(),
+                recorder_arc,
+            ));
+        }
+        Ok(substrate)
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn target(&self) -> &Arc<KubeTarget> {
+        &self.target
+    }
+
+    /// The slots known before the run: a StatefulSet's ordinals.
+    pub fn initial_slots(&self) -> Vec<SlotInfo> {
+        self.book.slots()
+    }
+
+    fn fill(&self, template: &str, replicas: u32) -> String {
+        fill_run(template, &self.namespace, replicas)
+    }
+
+    fn nodes(&self) -> Result<&NodeAccess, KubeError> {
+        self.target
+            .nodes
+            .as_ref()
+            .map_err(|why| KubeError::Unsupported(format!("no access to the nodes: {why}")))
+    }
+
+    async fn node_target(&self, pod: &str) -> Result<nodes::Target, KubeError> {
+        let pods: Api<Pod> = Api::namespaced(self.target.client.clone(), &self.namespace);
+        self.nodes()?
+            .target(&pods, pod, &self.target.profile.members.container)
+            .await
+    }
+
+    async fn remove(&self, pod: &str, how: Removal) -> Result<(), KubeError> {
+        api::delete_member(
+            &self.target.client,
+            &self.namespace,
+            pod,
+            how,
+            &self.has_data,
+            &self.recorder,
+        )
+        .await
+    }
+
+    async fn apply_op(&mut self, op: &Op) -> Result<(), KubeError> {
+        match op {
+            Op::Kill(pod) => self.remove(pod, Removal::Immediate).await,
+            Op::Stop(pod) | Op::DeletePod(pod) => self.remove(pod, Removal::Graceful).await,
+            Op::LoseVolume(pod) => self.remove(pod, Removal::WithVolume).await,
+            Op::Freeze(pod) | Op::Disconnect(pod) => {
+                let kind = if matches!(op, Op::Freeze(_)) {
+                    HeldKind::Freeze
+                } else {
+                    HeldKind::Disconnect
+                };
+                let target = self.node_target(pod).await?;
+                let nodes = self.nodes()?.clone();
+                self.held.hold_member(&nodes, kind, &target).await
+            }
+            Op::Thaw(pod) | Op::Reconnect(pod) => {
+                let kind = if matches!(op, Op::Thaw(_)) {
+                    HeldKind::Freeze
+                } else {
+                    HeldKind::Disconnect
+                };
+                let nodes = self.nodes()?.clone();
+                self.held.undo(&nodes, kind, Some(pod)).await
+            }
+            Op::Cut { isolated, rest } => {
+                let mut sides = [Vec::new(), Vec::new()];
+                for (side, pods) in sides.iter_mut().zip([isolated, rest]) {
+                    for pod in pods {
+                        side.push(self.node_target(pod).await?);
+                    }
+                }
+                let nodes = self.nodes()?.clone();
+                self.held.cut(&nodes, &sides[0], &sides[1]).await
+            }
+            Op::Heal => {
+                let nodes = self.nodes()?.clone();
+                self.held.undo(&nodes, HeldKind::Cut, None).await
+            }
+            Op::CrashSubject => Err(KubeError::Unsupported(
+                "the operator subject crashes itself".into(),
+            )),
+        }
+    }
+
+    /// Takes back every fault still held below the API.
+    async fn release_all(&mut self) -> Result<(), KubeError> {
+        let Ok(nodes) = self.nodes().cloned() else {
+            return Ok(());
+        };
+        let mut first_error = None;
+        for kind in [HeldKind::Freeze, HeldKind::Disconnect, HeldKind::Cut] {
+            if let Err(e) = self.held.undo(&nodes, kind, None).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Substrate for KubeSubstrate {
+    fn name(&self) -> &'static str {
+        "kube"
+    }
+
+    fn slots(&self) -> Vec<SlotState> {
+        let views = self.views.lock().map(|v| v.clone()).unwrap_or_default();
+        let endpoints = self.book.endpoints();
+        self.book
+            .slots()
+            .into_iter()
+            .map(|info| {
+                let view = views.get(&info.name);
+                let phase = match view {
+                    Some(v) if v.running => Phase::Running,
+                    Some(v) if v.live => Phase::BackingOff,
+                    _ => Phase::Empty,
+                };
+                let port = endpoints.get(&info.name).copied().unwrap_or(0);
+                SlotState {
+                    data_dir: PathBuf::new(),
+                    member_data_dir: String::new(),
+                    listen_peer_url: info.peer_url.clone(),
+                    listen_client_url: info.client_url.clone(),
+                    observe_url: format!("http://127.0.0.1:{port}"),
+                    phase,
+                    ready: view.is_some_and(|v| v.running && v.ready),
+                    restarts: view.map_or(0, |v| v.incarnation.saturating_sub(1) as u32),
+                    last_exit: None,
+                    spec: None,
+                    incarnation: view.map_or(0, |v| v.incarnation),
+                    info,
+                }
+            })
+            .collect()
+    }
+
+    /// The first `desired` slots of a StatefulSet, or, where the operator
+    /// names its pods, the live member pods, oldest first.
+    fn wanted(&self, desired: u32) -> Vec<SlotInfo> {
+        let slots = self.book.slots();
+        if !self.book.is_dynamic() {
+            return slots.into_iter().filter(|s| s.ordinal < desired).collect();
+        }
+        let Ok(views) = self.views.lock() else {
+            return Vec::new();
+        };
+        slots
+            .into_iter()
+            .filter(|s| views.get(&s.name).is_some_and(|v| v.live))
+            .collect()
+    }
+
+    fn has_data(&self, slot: &SlotState) -> bool {
+        self.has_data
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&slot.info.name).copied())
+            .unwrap_or(false)
+    }
+
+    async fn tick(&mut self) {}
+
+    async fn start(&mut self, _: &str, _: Spec) -> Result<(), SubstrateError> {
+        Err(SubstrateError::Unsupported {
+            op: "a deployer's start",
+            substrate: "kube",
+        })
+    }
+
+    async fn stop(&mut self, _: &str) -> Result<(), SubstrateError> {
+        Err(SubstrateError::Unsupported {
+            op: "a deployer's stop",
+            substrate: "kube",
+        })
+    }
+
+    async fn wipe(&mut self, _: &str) -> Result<(), SubstrateError> {
+        Err(SubstrateError::Unsupported {
+            op: "a deployer's wipe",
+            substrate: "kube",
+        })
+    }
+
+    async fn apply(&mut self, op: &Op) -> Result<(), SubstrateError> {
+        Ok(self.apply_op(op).await?)
+    }
+
+    /// Takes back held faults, keeps the logs and events, and deletes the
+    /// run's namespace.
+    async fn shutdown(&mut self) {
+        if std::mem::replace(&mut self.shut_down, true) {
+            return;
+        }
+        if let Err(e) = self.release_all().await {
+            tracing::warn!("taking faults back: {e}");
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.book.close();
+        let client = &self.target.client;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let profile = &self.target.profile;
+        api::save_logs(
+            &pods,
+            &self.book.slots(),
+            &profile.members.container,
+            &self.logs_dir,
+        )
+        .await;
+        if let Some(operator) = &profile.operator {
+            let home = profile::fill(&operator.namespace, &[("NAMESPACE", &self.namespace)]);
+            api::save_operator_logs(client, &home, &operator.selector, &self.logs_dir).await;
+        }
+        api::save_events(client, &self.namespace, &self.logs_dir).await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let _ = namespaces
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
+        if let Ok(mut live) = LIVE_NAMESPACES.lock() {
+            live.retain(|(_, ns)| *ns != self.namespace);
+        }
+    }
+}
+
+impl Drop for KubeSubstrate {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // A run dropped mid-way (Ctrl-C, a panic) leaves its namespace to
+        // the reaper's hook, which finds it in the live list.
+    }
+}

@@ -1,0 +1,453 @@
+//! The network between members of the process substrate, shaped in the
+//! harness, without root. Each member listens on ports of its own loopback
+//! address that nobody advertises; raftcert listens on the advertised ports
+//! (peer and client) and forwards every connection, as etcd's own e2e tests
+//! do with `pkg/proxy`.
+//!
+//! - A **cut** between two members stalls the connections between them
+//!   (nothing is read or written, as if packets were dropped) and holds new
+//!   ones unanswered; the heal then closes them (a reset after a long
+//!   partition), and the members dial again.
+//! - A **disconnect** does the same to every connection of one member,
+//!   peers and clients (the harness included) alike.
+//!
+//! Every peer connection comes from 127.0.0.1, so the sender of each is
+//! found by its socket: the connection's source port leads to a socket
+//! inode in `/proc/net/tcp`, and the inode to the member process that
+//! holds it. That works with TLS too, where no header can be read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Which of a member's ports a proxy stands in front of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Peer,
+    Client,
+}
+
+/// The rules in force, changed by faults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Rules {
+    /// (from, to): traffic from `from` to `to` is dropped.
+    cuts: BTreeSet<(String, String)>,
+    disconnected: BTreeSet<String>,
+}
+
+impl Rules {
+    fn is_clear(&self) -> bool {
+        self.cuts.is_empty() && self.disconnected.is_empty()
+    }
+}
+
+/// The member that opened a connection, found only when a rule needs it
+/// (reading `/proc` for every connection etcd opens costs too much).
+struct Sender {
+    peer: SocketAddr,
+    local: SocketAddr,
+    owners: Arc<Mutex<BTreeMap<String, i32>>>,
+    found: std::sync::OnceLock<Option<String>>,
+}
+
+impl Sender {
+    fn get(&self) -> Option<&str> {
+        self.found
+            .get_or_init(|| sender_of(self.peer, self.local, &self.owners))
+            .as_deref()
+    }
+}
+
+/// One direction of a proxied connection.
+#[derive(Clone)]
+struct Link {
+    /// The member whose proxy accepted the connection.
+    dest: String,
+    /// Who opened it: a member found on demand, or `None` for a client
+    /// connection (the harness, a deployer), which only a disconnect cuts.
+    sender: Option<Arc<Sender>>,
+    /// Bytes flow from the sender to `dest` (else back).
+    towards_dest: bool,
+}
+
+impl Link {
+    /// Whether the rules drop this direction's bytes.
+    fn blocked(&self, rules: &Rules) -> bool {
+        if rules.is_clear() {
+            return false;
+        }
+        if rules.disconnected.contains(&self.dest) {
+            return true;
+        }
+        let Some(sender) = self.sender.as_ref().and_then(|s| s.get()) else {
+            return false;
+        };
+        if rules.disconnected.contains(sender) {
+            return true;
+        }
+        let (from, to) = if self.towards_dest {
+            (sender, self.dest.as_str())
+        } else {
+            (self.dest.as_str(), sender)
+        };
+        rules.cuts.contains(&(from.to_string(), to.to_string()))
+    }
+}
+
+/// The links of one run: its rules, who owns which process group, and the
+/// proxies' tasks.
+pub struct Links {
+    rules: watch::Sender<Rules>,
+    /// Slot -> process group of its running member.
+    owners: Arc<Mutex<BTreeMap<String, i32>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Links {
+    pub fn new() -> Self {
+        Links {
+            rules: watch::channel(Rules::default()).0,
+            owners: Arc::default(),
+            tasks: Mutex::default(),
+        }
+    }
+
+    /// Drops traffic between every member of `a` and every member of `b`,
+    /// both ways, until [`Links::heal`].
+    pub fn cut(&self, a: &[String], b: &[String]) {
+        self.rules.send_modify(|rules| {
+            for x in a {
+                for y in b {
+                    rules.cuts.insert((x.clone(), y.clone()));
+                    rules.cuts.insert((y.clone(), x.clone()));
+                }
+            }
+        });
+    }
+
+    pub fn heal(&self) {
+        self.rules.send_modify(|rules| rules.cuts.clear());
+    }
+
+    pub fn disconnect(&self, slot: &str) {
+        self.rules.send_modify(|rules| {
+            rules.disconnected.insert(slot.to_string());
+        });
+    }
+
+    pub fn reconnect(&self, slot: &str) {
+        self.rules.send_modify(|rules| {
+            rules.disconnected.remove(slot);
+        });
+    }
+
+    /// The process group a slot's member runs as, for telling senders
+    /// apart; `None` once it exited.
+    pub fn set_owner(&self, slot: &str, pgid: Option<i32>) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        match pgid {
+            Some(pgid) => owners.insert(slot.to_string(), pgid),
+            None => owners.remove(slot),
+        };
+    }
+
+    /// Listens on `listen` (a member's advertised address) and forwards
+    /// every connection to `target` (where the member really listens).
+    pub fn serve(
+        &self,
+        slot: &str,
+        port: Port,
+        listen: SocketAddr,
+        target: SocketAddr,
+    ) -> std::io::Result<()> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let rules = self.rules.subscribe();
+        let owners = self.owners.clone();
+        let slot = slot.to_string();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((inbound, from)) = accepted else { continue };
+                        let sender = (port == Port::Peer).then(|| {
+                            Arc::new(Sender {
+                                peer: from,
+                                local: listen,
+                                owners: owners.clone(),
+                                found: std::sync::OnceLock::new(),
+                            })
+                        });
+                        let link = Link {
+                            dest: slot.clone(),
+                            sender,
+                            towards_dest: true,
+                        };
+                        connections.spawn(forward(inbound, target, link, rules.clone()));
+                    }
+                    // Reap finished connections as they go.
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+        Ok(())
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        // Aborting a proxy drops its connections with it.
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// One connection, forwarded to the member at `target` while its links
+/// are open.
+async fn forward(
+    inbound: TcpStream,
+    target: SocketAddr,
+    there: Link,
+    mut rules: watch::Receiver<Rules>,
+) {
+    let back = Link {
+        towards_dest: false,
+        ..there.clone()
+    };
+    let either_way = |r: &Rules| there.blocked(r) || back.blocked(r);
+    // A connection made across a cut is held unanswered, then closed.
+    if either_way(&rules.borrow_and_update()) {
+        let _ = rules.wait_for(|r| !either_way(r)).await;
+        return;
+    }
+    let Ok(upstream) = TcpStream::connect(target).await else {
+        return;
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (in_read, in_write) = inbound.into_split();
+    let (up_read, up_write) = upstream.into_split();
+    // Either direction ending (EOF, an error, a cut) ends the connection.
+    tokio::select! {
+        _ = pump(in_read, up_write, there.clone(), rules.clone()) => {}
+        _ = pump(up_read, in_write, back.clone(), rules.clone()) => {}
+    }
+}
+
+/// Copies bytes one way while the link is open. Once it is cut, nothing
+/// more is read or written until the rules open it again, and then the
+/// connection ends (its stalled bytes are lost, as on a real cut).
+async fn pump(
+    mut src: tokio::net::tcp::OwnedReadHalf,
+    mut dst: tokio::net::tcp::OwnedWriteHalf,
+    link: Link,
+    mut rules: watch::Receiver<Rules>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if link.blocked(&rules.borrow_and_update()) {
+            let _ = rules.wait_for(|r| !link.blocked(r)).await;
+            return;
+        }
+        tokio::select! {
+            read = src.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                // A rule that changed while bytes were in flight drops them.
+                if link.blocked(&rules.borrow()) {
+                    continue;
+                }
+                if dst.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            // A cut stalls an idle connection too.
+            changed = rules.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The member whose process holds the other end of a connection accepted
+/// on `local` from `peer`.
+fn sender_of(
+    peer: SocketAddr,
+    local: SocketAddr,
+    owners: &Mutex<BTreeMap<String, i32>>,
+) -> Option<String> {
+    let inode = socket_inode(&std::fs::read_to_string("/proc/net/tcp").ok()?, peer, local)?;
+    let owners: Vec<(String, i32)> = owners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(s, g)| (s.clone(), *g))
+        .collect();
+    // The group leader is the member itself unless a start script forked it.
+    if let Some((slot, _)) = owners.iter().find(|(_, g)| holds(*g, inode)) {
+        return Some(slot.clone());
+    }
+    let groups = crate::sys::reaper::processes_by_group();
+    owners.into_iter().find_map(|(slot, pgid)| {
+        groups
+            .get(&pgid)?
+            .iter()
+            .any(|pid| holds(*pid, inode))
+            .then_some(slot)
+    })
+}
+
+/// Whether process `pid` has socket `inode` open.
+fn holds(pid: i32, inode: u64) -> bool {
+    let wanted = format!("socket:[{inode}]");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str()))
+}
+
+/// The inode of the IPv4 socket whose local end is `local` and remote end
+/// `remote`, from the text of `/proc/net/tcp`: found by the exact text of
+/// the address pair, so only that line is parsed.
+fn socket_inode(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let needle = format!(" {} {} ", proc_addr(local)?, proc_addr(remote)?);
+    let at = table.find(&needle)?;
+    let line = table[at..].lines().next()?;
+    line.split_whitespace().nth(8)?.parse().ok()
+}
+
+/// A socket address as `/proc/net/tcp` prints it: `0100007F:0950`
+/// (address in host byte order, then the port).
+fn proc_addr(addr: SocketAddr) -> Option<String> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    let ip = u32::from_le_bytes(v4.ip().octets());
+    Some(format!("{ip:08X}:{:04X}", v4.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_addresses_are_written_in_host_byte_order() {
+        assert_eq!(
+            proc_addr("127.0.0.1:2384".parse().expect("addr")).as_deref(),
+            Some("0100007F:0950")
+        );
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0A07287F:094C 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n   \
+            1: 0100007F:D431 0A07287F:094C 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 100 0 0 10 0\n";
+        let client: SocketAddr = "127.0.0.1:54321".parse().expect("addr");
+        let proxy: SocketAddr = "127.40.7.10:2380".parse().expect("addr");
+        assert_eq!(socket_inode(table, client, proxy), Some(222));
+        assert_eq!(socket_inode(table, proxy, client), None);
+    }
+
+    fn link(from: Option<&str>, dest: &str, towards_dest: bool) -> Link {
+        let sender = from.map(|name| {
+            let found = std::sync::OnceLock::new();
+            let _ = found.set(Some(name.to_string()));
+            Arc::new(Sender {
+                peer: "127.0.0.1:1".parse().expect("addr"),
+                local: "127.0.0.1:2".parse().expect("addr"),
+                owners: Arc::default(),
+                found,
+            })
+        });
+        Link {
+            dest: dest.to_string(),
+            sender,
+            towards_dest,
+        }
+    }
+
+    #[test]
+    fn a_cut_blocks_its_direction_and_a_disconnect_blocks_everyone() {
+        let mut rules = Rules::default();
+        rules.cuts.insert(("m0".into(), "m1".into()));
+        assert!(link(Some("m0"), "m1", true).blocked(&rules));
+        // The way back of that connection is m1 -> m0, not cut here.
+        assert!(!link(Some("m0"), "m1", false).blocked(&rules));
+        assert!(!link(Some("m0"), "m2", true).blocked(&rules));
+        // Anyone else (the harness) still reaches a cut-off member.
+        assert!(!link(None, "m1", true).blocked(&rules));
+        rules.disconnected.insert("m2".into());
+        assert!(link(None, "m2", true).blocked(&rules));
+        assert!(link(Some("m2"), "m0", true).blocked(&rules));
+        assert!(link(Some("m0"), "m2", false).blocked(&rules));
+    }
+
+    /// A real connection through a proxy: bytes flow, a cut stalls them,
+    /// and the heal closes the stalled connection.
+    #[tokio::test]
+    async fn a_cut_stalls_a_connection_and_the_heal_closes_it() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = echo.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let links = Links::new();
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        let listen = probe.local_addr().expect("addr");
+        drop(probe);
+        links
+            .serve("m1", Port::Client, listen, target)
+            .expect("serve");
+        let mut client = TcpStream::connect(listen).await.expect("connect");
+        client.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 4];
+        client.read_exact(&mut buf).await.expect("echo");
+        assert_eq!(&buf, b"ping");
+        // Disconnecting m1 stalls its client connections...
+        links.disconnect("m1");
+        client
+            .write_all(b"lost")
+            .await
+            .expect("write into the stall");
+        let stalled =
+            tokio::time::timeout(std::time::Duration::from_millis(300), client.read(&mut buf))
+                .await;
+        assert!(stalled.is_err(), "nothing comes back during a disconnect");
+        // ... and reconnecting it closes them.
+        links.reconnect("m1");
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("closed after the reconnect");
+        assert!(matches!(closed, Ok(0) | Err(_)));
+        // A new connection works again.
+        let mut again = TcpStream::connect(listen).await.expect("connect");
+        again.write_all(b"pong").await.expect("write");
+        again.read_exact(&mut buf).await.expect("echo");
+        assert_eq!(&buf, b"pong");
+    }
+}
