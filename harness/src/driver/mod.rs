@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_millis(250);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a finished scenario waits for the settled cluster to
+/// acknowledge a write (the workload's), so that D1 has one to judge.
+const LAST_WRITE_DEADLINE: Duration = Duration::from_secs(15);
 /// How long a selector may wait for a member to match (a leader to be
 /// known, for `leader` and `follower`).
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(30);
@@ -165,7 +168,12 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
         held: Vec::new(),
         progress,
     };
-    let outcome = driver.run_steps(spec).await;
+    let mut outcome = driver.run_steps(spec).await;
+    if outcome.is_ok()
+        && let Err(e) = driver.await_acknowledged_write().await
+    {
+        outcome = Err(e);
+    }
     workload.stop().await;
     let (ready, abort) = match outcome {
         Ok(ready) => {
@@ -274,6 +282,20 @@ impl Driver {
             }
         }
         Ok(ready)
+    }
+
+    /// Ticks until the workload has a write acknowledged after the last
+    /// step (a short scenario can end before its first one), or the
+    /// deadline passes; D1 says `n/a` if none ever was.
+    async fn await_acknowledged_write(&mut self) -> Result<(), DriveError> {
+        let from = self.recorder.recorded();
+        let deadline = Instant::now() + LAST_WRITE_DEADLINE;
+        let acknowledged = |e: &EventKind| matches!(e, EventKind::ClientWrite { ok: true, .. });
+        while !self.recorder.any_since(from, acknowledged) && Instant::now() < deadline {
+            tokio::time::sleep(TICK).await;
+            self.tick().await?;
+        }
+        Ok(())
     }
 
     fn say(&self, text: &str) {

@@ -82,6 +82,10 @@ pub trait Fault: Sync + Send {
     fn held(&self) -> bool {
         false
     }
+    /// Whether it slows links down (`latency:`, `jitter:`).
+    fn takes_latency(&self) -> bool {
+        false
+    }
     /// The primitives its plan may use: what a substrate must offer.
     fn primitives(&self) -> &'static [Primitive];
     /// Checks arguments beyond their shape (which [`FaultArgs`] checks).
@@ -153,6 +157,9 @@ pub enum Primitive {
     /// Drop traffic between two sets of members; the harness still reaches
     /// both.
     Cut,
+    /// Hold traffic on chosen links for a fixed time plus a jitter, in
+    /// order.
+    Delay,
     /// Restart the reconciler (deployer process or operator pods).
     CrashSubject,
 }
@@ -167,6 +174,7 @@ impl Primitive {
             Primitive::Freeze => "freeze",
             Primitive::Disconnect => "disconnect",
             Primitive::Cut => "cut",
+            Primitive::Delay => "delay",
             Primitive::CrashSubject => "crash-subject",
         }
     }
@@ -192,6 +200,18 @@ pub enum Op {
     },
     /// Undo every cut.
     Heal,
+    /// Delay traffic between `slot` and each of `peers`, both ways, by
+    /// `latency` plus up to `jitter` either way.
+    Delay {
+        slot: String,
+        peers: Vec<String>,
+        latency: Duration,
+        jitter: Duration,
+    },
+    /// Undo the delays on `slot`'s links.
+    Undelay {
+        slot: String,
+    },
     CrashSubject,
 }
 
@@ -207,8 +227,9 @@ impl Op {
             Op::Freeze(_) => Some(Primitive::Freeze),
             Op::Disconnect(_) => Some(Primitive::Disconnect),
             Op::Cut { .. } => Some(Primitive::Cut),
+            Op::Delay { .. } => Some(Primitive::Delay),
             Op::CrashSubject => Some(Primitive::CrashSubject),
-            Op::Thaw(_) | Op::Reconnect(_) | Op::Heal => None,
+            Op::Thaw(_) | Op::Reconnect(_) | Op::Heal | Op::Undelay { .. } => None,
         }
     }
 
@@ -222,7 +243,9 @@ impl Op {
             | Op::Freeze(s)
             | Op::Thaw(s)
             | Op::Disconnect(s)
-            | Op::Reconnect(s) => Some(s),
+            | Op::Reconnect(s)
+            | Op::Delay { slot: s, .. }
+            | Op::Undelay { slot: s } => Some(s),
             Op::Cut { .. } | Op::Heal | Op::CrashSubject => None,
         }
     }
@@ -240,6 +263,8 @@ impl Op {
             Op::Reconnect(_) => FaultKind::RECONNECT,
             Op::Cut { .. } => FaultKind::ISOLATE,
             Op::Heal => FaultKind::HEAL,
+            Op::Delay { .. } => FaultKind::DELAY,
+            Op::Undelay { .. } => FaultKind::UNDELAY,
             Op::CrashSubject => FaultKind::CRASH_DEPLOYER,
         }
     }
@@ -280,6 +305,10 @@ pub struct FaultArgs {
     pub isolate: Option<IsolateSet>,
     /// `for:`: how long a held fault holds.
     pub duration: Option<Duration>,
+    /// `latency:`, for faults that slow links down.
+    pub latency: Option<Duration>,
+    /// `jitter:`: up to this much more or less than `latency`.
+    pub jitter: Option<Duration>,
 }
 
 impl FaultArgs {
@@ -310,6 +339,16 @@ impl FaultArgs {
         if !fault.held() && self.duration.is_some() {
             return Err(format!("{name} is not held: for: does not apply"));
         }
+        if fault.takes_latency() != self.latency.is_some() {
+            return Err(if fault.takes_latency() {
+                format!("{name} needs latency: (how much longer each link takes)")
+            } else {
+                format!("{name} takes no latency:")
+            });
+        }
+        if self.jitter.is_some() && self.latency.is_none() {
+            return Err(format!("{name}: jitter: needs latency:"));
+        }
         fault.check(self)
     }
 
@@ -329,6 +368,16 @@ impl FaultArgs {
             parts.push(set.describe());
         } else if let Some(member) = self.member {
             parts.push(member.describe());
+        }
+        if let Some(latency) = self.latency {
+            let jitter = self
+                .jitter
+                .map(|j| format!("±{}", crate::util::format_duration(j)))
+                .unwrap_or_default();
+            parts.push(format!(
+                "+{}{jitter}",
+                crate::util::format_duration(latency)
+            ));
         }
         if let Some(d) = self.duration {
             parts.push(format!("for {}", crate::util::format_duration(d)));
@@ -384,6 +433,8 @@ impl<'de> Visitor<'de> for FaultArgsVisitor {
                 "member" => args.member = Some(map.next_value()?),
                 "isolate" => args.isolate = Some(map.next_value()?),
                 "for" => args.duration = Some(map.next_value::<Dur>()?.0),
+                "latency" => args.latency = Some(map.next_value::<Dur>()?.0),
+                "jitter" => args.jitter = Some(map.next_value::<Dur>()?.0),
                 other => {
                     return Err(de::Error::unknown_field(other, FAULT_ARG_FIELDS));
                 }
@@ -394,7 +445,7 @@ impl<'de> Visitor<'de> for FaultArgsVisitor {
 }
 
 /// Every argument a fault may take.
-pub const FAULT_ARG_FIELDS: &[&str] = &["member", "isolate", "for"];
+pub const FAULT_ARG_FIELDS: &[&str] = &["member", "isolate", "for", "latency", "jitter"];
 
 /// The one member of a `Member` fault.
 fn the_member(targets: &Targets) -> String {
@@ -431,6 +482,8 @@ mod tests {
                 isolate: matches!(fault.targeting(), Targeting::Isolate)
                     .then_some(IsolateSet::One(MemberSelector::Leader)),
                 duration: fault.held().then_some(Duration::from_secs(1)),
+                latency: fault.takes_latency().then_some(Duration::from_millis(50)),
+                jitter: None,
             };
             assert_eq!(args.check_for(*fault, false), Ok(()), "{}", fault.name());
             let plan = fault.plan(&args, &targets);

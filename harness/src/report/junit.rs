@@ -117,6 +117,17 @@ fn test_case(run: &RunResult) -> TestCase {
     if let Some(ready) = run.ready_ms {
         case.add_property(Property::new("ready-ms", ready.to_string()));
     }
+    // Each verdict: `pass`, `FAIL`, or `n/a: <why nothing was judged>`.
+    for verdict in &run.verdicts {
+        let value = match &verdict.not_applicable {
+            Some(why) if verdict.passed() => format!("n/a: {why}"),
+            _ => verdict.outcome_word().to_string(),
+        };
+        case.add_property(Property::new(
+            format!("invariant-{}", verdict.invariant),
+            value,
+        ));
+    }
     case
 }
 

@@ -43,9 +43,70 @@ fn write_markdown(out: &mut String, report: &SuiteReport) -> fmt::Result {
         write_certificate(out, cert)?;
     }
     write_matrix(out, report)?;
+    write_not_covered(out, report)?;
+    write_invariants(out, report)?;
     write_ready(out, report)?;
     write_problems(out, report)?;
     write_metrics(out, report)
+}
+
+/// Scenarios the run left out, with the reason.
+fn write_not_covered(out: &mut String, report: &SuiteReport) -> fmt::Result {
+    if report.not_covered.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Not covered")?;
+    writeln!(out)?;
+    for gap in &report.not_covered {
+        writeln!(
+            out,
+            "- {} / {}: {}",
+            code(&gap.scenario),
+            escape(&gap.subject),
+            escape(&gap.reason)
+        )?;
+    }
+    writeln!(out)
+}
+
+/// Per invariant, in how many runs it passed, failed, or had nothing to
+/// judge (`n/a`, which is not a pass), with the reasons given.
+fn write_invariants(out: &mut String, report: &SuiteReport) -> fmt::Result {
+    if report.runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Invariants")?;
+    writeln!(out)?;
+    table_row(out, &["invariant", "pass", "FAIL", "n/a", "why n/a"])?;
+    table_row(out, &["---"; 5])?;
+    for invariant in crate::invariants::registry() {
+        let verdicts: Vec<&Verdict> = report
+            .runs
+            .iter()
+            .flat_map(|r| r.verdicts.iter())
+            .filter(|v| v.invariant == invariant.id)
+            .collect();
+        let count =
+            |o: crate::invariants::Outcome| verdicts.iter().filter(|v| v.outcome() == o).count();
+        let mut reasons: Vec<&str> = verdicts
+            .iter()
+            .filter(|v| v.passed())
+            .filter_map(|v| v.not_applicable.as_deref())
+            .collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        table_row(
+            out,
+            &[
+                format!("{}: {}", invariant.id, cell(invariant.title)),
+                count(crate::invariants::Outcome::Pass).to_string(),
+                count(crate::invariants::Outcome::Fail).to_string(),
+                count(crate::invariants::Outcome::NotApplicable).to_string(),
+                cell(&reasons.join("; ")),
+            ],
+        )?;
+    }
+    writeln!(out)
 }
 
 fn write_certificate(out: &mut String, cert: &super::bundle::Certificate) -> fmt::Result {

@@ -280,6 +280,15 @@ impl RunResult {
         ids
     }
 
+    /// Ids of the invariants that had nothing to judge in this run.
+    pub fn not_applicable_invariants(&self) -> Vec<&str> {
+        self.verdicts
+            .iter()
+            .filter(|v| v.not_applicable.is_some())
+            .map(|v| v.invariant.as_str())
+            .collect()
+    }
+
     /// The first violation of the first violated invariant.
     pub fn first_violation(&self) -> Option<(&Verdict, &Violation)> {
         self.verdicts

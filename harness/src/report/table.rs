@@ -5,12 +5,13 @@ use super::{SuiteReport, Totals, one_line, secs};
 /// Evidence column width; longer text is cut so rows stay one line.
 const EVIDENCE_MAX: usize = 100;
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "scenario",
     "strategy",
     "engine",
     "result",
     "invariants",
+    "n/a",
     "ready",
     "duration",
     "evidence",
@@ -18,7 +19,7 @@ const HEADERS: [&str; 8] = [
 
 /// One row per run with aligned plain-ASCII columns, then a summary line.
 pub fn render_table(report: &SuiteReport) -> String {
-    let rows: Vec<[String; 8]> = report
+    let rows: Vec<[String; 9]> = report
         .runs
         .iter()
         .map(|run| {
@@ -32,6 +33,14 @@ pub fn render_table(report: &SuiteReport) -> String {
                     "-".to_string()
                 } else {
                     one_line(&violated.join(","), 60)
+                },
+                {
+                    let na = run.not_applicable_invariants();
+                    if na.is_empty() {
+                        "-".to_string()
+                    } else {
+                        na.join(",")
+                    }
                 },
                 run.ready_ms.map_or_else(|| "-".to_string(), secs),
                 secs(run.duration_ms),

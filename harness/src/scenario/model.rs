@@ -200,6 +200,10 @@ struct RawInject {
     isolate: Option<IsolateSet>,
     #[serde(default, rename = "for")]
     duration: Option<Dur>,
+    #[serde(default)]
+    latency: Option<Dur>,
+    #[serde(default)]
+    jitter: Option<Dur>,
 }
 
 impl TryFrom<RawInject> for Inject {
@@ -209,6 +213,8 @@ impl TryFrom<RawInject> for Inject {
             member: raw.member,
             isolate: raw.isolate,
             duration: raw.duration.map(|d| d.0),
+            latency: raw.latency.map(|d| d.0),
+            jitter: raw.jitter.map(|d| d.0),
         };
         // `fault: isolate, member: follower` cuts that member off.
         if raw.fault.targeting() == Targeting::Isolate && args.isolate.is_none() {

@@ -1149,6 +1149,12 @@ impl Substrate for DockerSubstrate {
             }
             Op::Heal => self.heal_routes(),
             Op::Cut { .. } => {}
+            Op::Delay { .. } | Op::Undelay { .. } => {
+                return Err(SubstrateError::Unsupported {
+                    op: "delay",
+                    substrate: "docker",
+                });
+            }
             Op::CrashSubject => {
                 return Err(SubstrateError::Unsupported {
                     op: "crash-subject",

@@ -235,6 +235,11 @@ impl Substrate for AnySubstrate {
     }
 }
 
+/// Why only the process substrate slows links down.
+const NO_NETEM: &str = "link delay is done by raftcert's proxies, which only the process substrate \
+    has; containers and pods would need the kernel's netem qdisc, which the machines this \
+    project runs on lack (CONFIG_NET_SCH_NETEM is not set)";
+
 /// Where the members of a run live, chosen before the run.
 #[derive(Clone, Default)]
 pub enum SubstrateChoice {
@@ -263,7 +268,11 @@ impl SubstrateChoice {
         match self {
             // The proxies in front of every member host every network fault.
             SubstrateChoice::Process => Ok(()),
+            SubstrateChoice::Docker { .. } if primitive == Primitive::Delay => {
+                Err(NO_NETEM.to_string())
+            }
             SubstrateChoice::Docker { .. } => Ok(()),
+            SubstrateChoice::Kube(_) if primitive == Primitive::Delay => Err(NO_NETEM.to_string()),
             SubstrateChoice::Kube(target) => target.offers(primitive),
         }
     }

@@ -86,6 +86,9 @@ impl FaultKind {
     pub const ISOLATE: FaultKind = FaultKind::new("isolate");
     /// Every cut undone.
     pub const HEAL: FaultKind = FaultKind::new("heal");
+    /// The member's links to its peers slowed down, both ways.
+    pub const DELAY: FaultKind = FaultKind::new("delay");
+    pub const UNDELAY: FaultKind = FaultKind::new("undelay");
 
     pub const fn new(name: &'static str) -> Self {
         FaultKind(std::borrow::Cow::Borrowed(name))

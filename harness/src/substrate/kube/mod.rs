@@ -104,7 +104,9 @@ impl KubeTarget {
 
     /// Whether the profile allows `primitive` and the cluster can host it.
     pub fn offers(&self, primitive: Primitive) -> Result<(), String> {
-        let fault = KubeFault::for_primitive(primitive);
+        let Some(fault) = KubeFault::for_primitive(primitive) else {
+            return Err(format!("no way to {} on Kubernetes", primitive.name()));
+        };
         if !self.profile.faults.contains(&fault) {
             return Err(format!(
                 "profile {} does not allow {}",
@@ -373,6 +375,9 @@ impl KubeSubstrate {
             }
             Op::CrashSubject => Err(KubeError::Unsupported(
                 "the operator subject crashes itself".into(),
+            )),
+            Op::Delay { .. } | Op::Undelay { .. } => Err(KubeError::Unsupported(
+                "link delay needs netem on the nodes".into(),
             )),
         }
     }

@@ -114,9 +114,10 @@ pub enum KubeFault {
 
 impl KubeFault {
     /// The profile's name for what a fault primitive does on Kubernetes.
-    pub fn for_primitive(primitive: crate::faults::Primitive) -> KubeFault {
+    /// `None` for what the Kubernetes substrate cannot do at all.
+    pub fn for_primitive(primitive: crate::faults::Primitive) -> Option<KubeFault> {
         use crate::faults::Primitive;
-        match primitive {
+        Some(match primitive {
             Primitive::Kill => KubeFault::KillPod,
             // A graceful restart is a pod deleted with its grace period.
             Primitive::Stop | Primitive::DeletePod => KubeFault::DeletePod,
@@ -125,7 +126,8 @@ impl KubeFault {
             Primitive::Disconnect => KubeFault::Disconnect,
             Primitive::Cut => KubeFault::Partition,
             Primitive::CrashSubject => KubeFault::CrashOperator,
-        }
+            Primitive::Delay => return None,
+        })
     }
 
     /// The name a profile's `faults` list uses.

@@ -10,6 +10,8 @@
 //!   partition), and the members dial again.
 //! - A **disconnect** does the same to every connection of one member,
 //!   peers and clients (the harness included) alike.
+//! - A **delay** holds each chunk sent on a member's links for a latency
+//!   plus a jitter either way, keeping their order, as a slow network does.
 //!
 //! Every peer connection comes from 127.0.0.1, so the sender of each is
 //! found by its socket: the connection's source port leads to a socket
@@ -19,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -37,11 +40,13 @@ struct Rules {
     /// (from, to): traffic from `from` to `to` is dropped.
     cuts: BTreeSet<(String, String)>,
     disconnected: BTreeSet<String>,
+    /// (from, to) -> latency and jitter of that direction.
+    delays: BTreeMap<(String, String), (Duration, Duration)>,
 }
 
 impl Rules {
     fn is_clear(&self) -> bool {
-        self.cuts.is_empty() && self.disconnected.is_empty()
+        self.cuts.is_empty() && self.disconnected.is_empty() && self.delays.is_empty()
     }
 }
 
@@ -86,15 +91,26 @@ impl Link {
         let Some(sender) = self.sender.as_ref().and_then(|s| s.get()) else {
             return false;
         };
-        if rules.disconnected.contains(sender) {
-            return true;
+        rules.disconnected.contains(sender) || rules.cuts.contains(&self.ends(sender))
+    }
+
+    /// How long this direction's bytes are held, if at all.
+    fn delay(&self, rules: &Rules) -> Option<(Duration, Duration)> {
+        if rules.delays.is_empty() {
+            return None;
         }
+        let sender = self.sender.as_ref().and_then(|s| s.get())?;
+        rules.delays.get(&self.ends(sender)).copied()
+    }
+
+    /// (from, to) of this direction, given the member that opened it.
+    fn ends(&self, sender: &str) -> (String, String) {
         let (from, to) = if self.towards_dest {
             (sender, self.dest.as_str())
         } else {
             (self.dest.as_str(), sender)
         };
-        rules.cuts.contains(&(from.to_string(), to.to_string()))
+        (from.to_string(), to.to_string())
     }
 }
 
@@ -143,6 +159,24 @@ impl Links {
         self.rules.send_modify(|rules| {
             rules.disconnected.insert(slot.to_string());
         });
+    }
+
+    /// Holds traffic between `slot` and each of `peers`, both ways, for
+    /// `latency` plus up to `jitter` either way, until [`Links::undelay`].
+    pub fn delay(&self, slot: &str, peers: &[String], latency: Duration, jitter: Duration) {
+        self.rules.send_modify(|rules| {
+            for peer in peers {
+                for ends in [(slot, peer.as_str()), (peer.as_str(), slot)] {
+                    let ends = (ends.0.to_string(), ends.1.to_string());
+                    rules.delays.insert(ends, (latency, jitter));
+                }
+            }
+        });
+    }
+
+    pub fn undelay(&self, slot: &str) {
+        self.rules
+            .send_modify(|rules| rules.delays.retain(|(a, b), _| a != slot && b != slot));
     }
 
     pub fn reconnect(&self, slot: &str) {
@@ -258,37 +292,69 @@ async fn forward(
 
 /// Copies bytes one way while the link is open. Once it is cut, nothing
 /// more is read or written until the rules open it again, and then the
-/// connection ends (its stalled bytes are lost, as on a real cut).
+/// connection ends (its stalled bytes are lost, as on a real cut). A
+/// delayed link hands each chunk to the writer with the time it is due,
+/// never before an earlier one.
 async fn pump(
     mut src: tokio::net::tcp::OwnedReadHalf,
     mut dst: tokio::net::tcp::OwnedWriteHalf,
     link: Link,
     mut rules: watch::Receiver<Rules>,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        if link.blocked(&rules.borrow_and_update()) {
-            let _ = rules.wait_for(|r| !link.blocked(r)).await;
-            return;
-        }
-        tokio::select! {
-            read = src.read(&mut buf) => {
-                let n = match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                // A rule that changed while bytes were in flight drops them.
-                if link.blocked(&rules.borrow()) {
-                    continue;
-                }
-                if dst.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
+    let (chunks, mut due_chunks) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let writer = async move {
+        while let Some((due, bytes)) = due_chunks.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            if dst.write_all(&bytes).await.is_err() {
+                return;
             }
-            // A cut stalls an idle connection too.
-            changed = rules.changed() => if changed.is_err() { return },
         }
-    }
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut last_due = Instant::now();
+        let mut jitter_state = crate::util::unique_suffix();
+        loop {
+            if link.blocked(&rules.borrow_and_update()) {
+                let _ = rules.wait_for(|r| !link.blocked(r)).await;
+                return;
+            }
+            tokio::select! {
+                read = src.read(&mut buf) => {
+                    let n = match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let current = rules.borrow().clone();
+                    // A rule that changed while bytes were in flight drops them.
+                    if link.blocked(&current) {
+                        continue;
+                    }
+                    let mut due = Instant::now();
+                    if let Some((latency, jitter)) = link.delay(&current) {
+                        jitter_state = crate::util::splitmix64(jitter_state);
+                        due += jittered(latency, jitter, jitter_state);
+                    }
+                    // Bytes of one stream never overtake each other.
+                    last_due = last_due.max(due);
+                    if chunks.send((last_due, buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+                // A cut stalls an idle connection too.
+                changed = rules.changed() => if changed.is_err() { return },
+            }
+        }
+    };
+    // The writer finishes what the reader queued, unless its end is gone.
+    tokio::join!(reader, writer);
+}
+
+/// `latency` moved by up to `jitter` either way, by a random value.
+fn jittered(latency: Duration, jitter: Duration, random: u64) -> Duration {
+    let span = jitter.as_micros() as u64 * 2 + 1;
+    let offset = Duration::from_micros(random % span);
+    (latency + offset).saturating_sub(jitter)
 }
 
 /// The member whose process holds the other end of a connection accepted
@@ -387,6 +453,22 @@ mod tests {
     }
 
     #[test]
+    fn jitter_stays_within_its_bounds() {
+        let latency = Duration::from_millis(100);
+        let jitter = Duration::from_millis(20);
+        let mut seen = (Duration::MAX, Duration::ZERO);
+        let mut x = 1;
+        for _ in 0..1000 {
+            x = crate::util::splitmix64(x);
+            let d = jittered(latency, jitter, x);
+            assert!(d >= Duration::from_millis(80) && d <= Duration::from_millis(120));
+            seen = (seen.0.min(d), seen.1.max(d));
+        }
+        assert!(seen.0 < Duration::from_millis(85) && seen.1 > Duration::from_millis(115));
+        assert_eq!(jittered(latency, Duration::ZERO, 12345), latency);
+    }
+
+    #[test]
     fn a_cut_blocks_its_direction_and_a_disconnect_blocks_everyone() {
         let mut rules = Rules::default();
         rules.cuts.insert(("m0".into(), "m1".into()));
@@ -449,5 +531,50 @@ mod tests {
         again.write_all(b"pong").await.expect("write");
         again.read_exact(&mut buf).await.expect("echo");
         assert_eq!(&buf, b"pong");
+    }
+
+    /// A peer connection through a proxy, its sender found in /proc (this
+    /// test's own process group stands for member m0): a delay holds both
+    /// ways, and a cut between the two stalls it.
+    #[tokio::test]
+    async fn a_peer_connection_is_attributed_delayed_and_cut() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = echo.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let links = Links::new();
+        links.set_owner("m0", Some(nix::unistd::getpgrp().as_raw()));
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        let listen = probe.local_addr().expect("addr");
+        drop(probe);
+        links
+            .serve("m1", Port::Peer, listen, target)
+            .expect("serve");
+        let latency = Duration::from_millis(150);
+        links.delay("m0", &["m1".to_string()], latency, Duration::ZERO);
+        let mut peer = TcpStream::connect(listen).await.expect("connect");
+        let mut buf = [0u8; 4];
+        let sent = Instant::now();
+        peer.write_all(b"slow").await.expect("write");
+        peer.read_exact(&mut buf).await.expect("echo");
+        // Held once on the way to m1 and once on the way back.
+        assert!(sent.elapsed() >= latency * 2, "{:?}", sent.elapsed());
+        links.undelay("m0");
+        links.cut(&["m0".to_string()], &["m1".to_string()]);
+        peer.write_all(b"lost").await.expect("write into the stall");
+        let stalled = tokio::time::timeout(Duration::from_millis(300), peer.read(&mut buf)).await;
+        assert!(stalled.is_err(), "nothing crosses the cut");
+        // Someone else (no member) still gets through to m1.
+        links.set_owner("m0", None);
+        let mut other = TcpStream::connect(listen).await.expect("connect");
+        other.write_all(b"free").await.expect("write");
+        other.read_exact(&mut buf).await.expect("echo");
+        assert_eq!(&buf, b"free");
     }
 }

@@ -509,6 +509,13 @@ impl Substrate for ProcessSubstrate {
             Op::Reconnect(slot) => self.links.reconnect(slot),
             Op::Cut { isolated, rest } => self.links.cut(isolated, rest),
             Op::Heal => self.links.heal(),
+            Op::Delay {
+                slot,
+                peers,
+                latency,
+                jitter,
+            } => self.links.delay(slot, peers, *latency, *jitter),
+            Op::Undelay { slot } => self.links.undelay(slot),
             Op::CrashSubject => {
                 return Err(SubstrateError::Unsupported {
                     op: "crash-subject",
