@@ -7,17 +7,8 @@
 //! driver resolves members, records each operation in the trace, applies it
 //! and holds the undo; whether a substrate can host a fault follows from
 //! the [`Primitive`]s its plan uses, decided in one place
-//! ([`crate::matrix`]).
-
-mod crash_deployer;
-mod delete_pod;
-mod disconnect;
-mod freeze;
-mod full_restart;
-mod kill;
-mod lose_volume;
-mod partition;
-mod restart;
+//! ([`crate::matrix`]). Adding a fault is one file here and one line in
+//! the `registry!` list.
 
 use crate::scenario::model::{Dur, IsolateSet, MemberSelector};
 use crate::trace::FaultKind;
@@ -25,19 +16,28 @@ use serde::de::{self, MapAccess, Visitor};
 use std::fmt;
 use std::time::Duration;
 
-/// Every fault a suite can name, in `raftcert list` order.
-pub fn registry() -> &'static [&'static dyn Fault] {
-    &[
-        &kill::Kill,
-        &restart::Restart,
-        &freeze::Freeze,
-        &partition::Partition,
-        &disconnect::Disconnect,
-        &delete_pod::DeletePod,
-        &lose_volume::LoseVolume,
-        &full_restart::FullRestart,
-        &crash_deployer::CrashDeployer,
-    ]
+/// Declares each fault's module and lists its type, in one line per fault.
+macro_rules! registry {
+    ($($module:ident::$fault:ident),* $(,)?) => {
+        $(mod $module;)*
+
+        /// Every fault a suite can name, in `raftcert list` order.
+        pub fn registry() -> &'static [&'static dyn Fault] {
+            &[$(&$module::$fault),*]
+        }
+    };
+}
+
+registry! {
+    kill::Kill,
+    restart::Restart,
+    freeze::Freeze,
+    partition::Partition,
+    disconnect::Disconnect,
+    delete_pod::DeletePod,
+    lose_volume::LoseVolume,
+    full_restart::FullRestart,
+    crash_deployer::CrashDeployer,
 }
 
 /// The fault a suite key (or one of its aliases) names.
