@@ -38,6 +38,7 @@ registry! {
     lose_volume::LoseVolume,
     full_restart::FullRestart,
     crash_deployer::CrashDeployer,
+    delay::Delay,
 }
 
 /// The fault a suite key (or one of its aliases) names.
