@@ -41,7 +41,8 @@ async fn correct_strategy_passes(
         "leader-partitioned",
         "majority-partitioned",
         "minority-partitioned-mid-scale-out",
-        "member-disconnected"
+        "member-disconnected",
+        "leader-links-delayed"
     )]
     scenario: &str,
     #[values("seed-join", "static", "discovery", "learner")] strategy: &str,

@@ -1,6 +1,6 @@
 //! The conformance suite with members as containers: the same scenarios,
-//! strategies, trace and invariants as tests/conformance.rs, plus the
-//! network partitions only this backend can make.
+//! strategies, trace and invariants as tests/conformance.rs, through the
+//! same driver, but for what containers cannot host here (link delay).
 
 use raftcert::report::RunStatus;
 use raftcert::trace::{EventKind, read_trace};
@@ -12,10 +12,21 @@ const SUITE: &str = "conformance.yaml";
 #[test]
 fn matrix_covers_every_scenario_of_the_suite() {
     let suite = load_suite(SUITE);
+    let docker = raftcert::substrate::SubstrateChoice::Docker { image: None };
+    let subject = raftcert::subject::SubjectChoice::Builtin(
+        raftcert::subject::deployer::strategies::find("static").expect("static"),
+    );
+    // What docker cannot host is planned out, with the reason.
+    let hosted: Vec<_> = suite
+        .scenarios
+        .iter()
+        .filter(|s| raftcert::matrix::not_covered_because(s, &subject, &docker).is_none())
+        .collect();
+    assert!(hosted.len() < suite.scenarios.len(), "link delay is not hosted");
     let missing = missing_from_matrix(
         include_str!("docker.rs"),
         "correct_strategy_passes_on_docker",
-        &suite.scenarios,
+        hosted,
     );
     assert!(
         missing.is_empty(),
