@@ -22,7 +22,10 @@ fn matrix_covers_every_scenario_of_the_suite() {
         .iter()
         .filter(|s| raftcert::matrix::not_covered_because(s, &subject, &docker).is_none())
         .collect();
-    assert!(hosted.len() < suite.scenarios.len(), "link delay is not hosted");
+    assert!(
+        hosted.len() < suite.scenarios.len(),
+        "link delay is not hosted"
+    );
     let missing = missing_from_matrix(
         include_str!("docker.rs"),
         "correct_strategy_passes_on_docker",

@@ -335,6 +335,7 @@ impl Driver {
         // Only what members report after the step began, or after its last
         // fault was taken back, counts towards settling.
         let mut fresh_since = started;
+        let mut missing = Some("a fault was still held".to_string());
         let mut pending = inject;
         let mut next_tick = Instant::now();
         let settled = loop {
@@ -357,8 +358,11 @@ impl Driver {
                 fresh_since = Instant::now();
             }
             let holding = pending.is_some() || !self.held.is_empty();
-            if !holding && self.settled(fresh_since) {
-                break true;
+            if !holding {
+                missing = self.unsettled(fresh_since);
+                if missing.is_none() {
+                    break true;
+                }
             }
             if started.elapsed() >= deadline {
                 break false;
@@ -390,7 +394,12 @@ impl Driver {
             name: name.to_string(),
             settled,
             elapsed_ms: elapsed.as_millis() as u64,
-            detail: (!settled).then(|| "the cluster did not settle before the deadline".into()),
+            detail: (!settled).then(|| {
+                format!(
+                    "not settled at the deadline: {}",
+                    missing.as_deref().unwrap_or("unknown")
+                )
+            }),
             desired_slots: Some(
                 self.substrate
                     .wanted(self.desired)
@@ -632,64 +641,102 @@ impl Driver {
     /// is idle; exactly the wanted members run, ready, each newer than any
     /// fault that took it away; each reports one same leader in a status
     /// since `since` and its current start; and the latest member list,
-    /// also fresh, holds exactly their peer URLs as started voters.
-    fn settled(&self, since: Instant) -> bool {
+    /// also fresh, holds exactly their peer URLs as started voters. If not,
+    /// the first thing missing.
+    fn unsettled(&self, since: Instant) -> Option<String> {
         if !self.subject.idle() {
-            return false;
+            return Some("the deployer still acts".into());
         }
         let slots = self.substrate.slots();
         let wanted = self.substrate.wanted(self.desired);
         if wanted.len() != self.desired as usize {
-            return false;
+            return Some(format!(
+                "{} of {} wanted members exist",
+                wanted.len(),
+                self.desired
+            ));
         }
         let is_wanted = |name: &str| wanted.iter().any(|w| w.name == name);
-        if slots
+        if let Some(surplus) = slots
             .iter()
-            .any(|s| !is_wanted(&s.info.name) && s.phase != Phase::Empty)
+            .find(|s| !is_wanted(&s.info.name) && s.phase != Phase::Empty)
         {
-            return false;
+            return Some(format!(
+                "{} is not wanted but {:?}",
+                surplus.info.name, surplus.phase
+            ));
         }
         let mut leader = None;
         for slot in slots.iter().filter(|s| is_wanted(&s.info.name)) {
+            let name = &slot.info.name;
             if slot.phase != Phase::Running || !slot.ready {
-                return false;
+                return Some(format!(
+                    "{name} is {:?}{}",
+                    slot.phase,
+                    if slot.ready { "" } else { ", not ready" }
+                ));
             }
             if self
                 .replaced
-                .get(&slot.info.name)
+                .get(name)
                 .is_some_and(|old| slot.incarnation <= *old)
             {
-                return false;
+                return Some(format!("{name} has not been replaced since the fault"));
             }
-            let Some(observed) = self.poller.statuses.get(&slot.info.name) else {
-                return false;
+            let Some(observed) = self.poller.statuses.get(name) else {
+                return Some(format!("{name} does not answer"));
             };
             let status = &observed.status;
-            if observed.at < since
-                || observed.incarnation != slot.incarnation
-                || status.leader == "0"
-                || status.is_learner
-            {
-                return false;
+            if observed.at < since || observed.incarnation != slot.incarnation {
+                return Some(format!("{name} has not answered since it started"));
+            }
+            if status.leader == "0" || status.is_learner {
+                return Some(format!(
+                    "{name} {}",
+                    if status.is_learner {
+                        "is a learner"
+                    } else {
+                        "knows no leader"
+                    }
+                ));
             }
             match &leader {
                 None => leader = Some(status.leader.clone()),
-                Some(l) if *l != status.leader => return false,
+                Some(l) if *l != status.leader => {
+                    return Some(format!("{name} follows another leader"));
+                }
                 _ => {}
             }
         }
         let Some(members) = &self.poller.members else {
-            return false;
+            return Some("no member list yet".into());
         };
-        if members.at < since || members.members.len() != wanted.len() {
-            return false;
+        if members.at < since {
+            return Some("no member list since the step began".into());
         }
-        wanted.iter().all(|slot| {
-            members
-                .members
-                .iter()
-                .any(|m| m.is_started() && !m.is_learner && m.peer_urls.contains(&slot.peer_url))
-        })
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|slot| {
+                !members.members.iter().any(|m| {
+                    m.is_started() && !m.is_learner && m.peer_urls.contains(&slot.peer_url)
+                })
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "not started voters in the member list: {}",
+                missing.join(", ")
+            ));
+        }
+        if members.members.len() != wanted.len() {
+            return Some(format!(
+                "the member list has {} members, {} wanted",
+                members.members.len(),
+                wanted.len()
+            ));
+        }
+        None
     }
 
     /// The slot a selector names among the wanted members, if one does now.

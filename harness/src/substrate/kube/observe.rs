@@ -53,10 +53,15 @@ pub fn watch_pods(
             let pod = match event {
                 watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => pod,
                 watcher::Event::Delete(pod) => {
+                    // Kept, not removed: a pod recreated under the same name
+                    // goes on counting starts from here.
                     if let Some(name) = pod.metadata.name.as_ref()
                         && let Ok(mut views) = views.lock()
+                        && let Some(view) = views.get_mut(name)
                     {
-                        views.remove(name);
+                        view.running = false;
+                        view.ready = false;
+                        view.live = false;
                     }
                     continue;
                 }
