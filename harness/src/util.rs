@@ -1,5 +1,6 @@
 //! Small helpers shared across modules.
 
+use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -85,4 +86,42 @@ mod tests {
         assert_eq!(parse_duration("s"), None);
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
+}
+
+/// A duration written as "500ms", "30s" or "2m".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Dur(pub Duration);
+
+impl TryFrom<String> for Dur {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        parse_duration(&s)
+            .map(Dur)
+            .ok_or_else(|| format!("bad duration {s:?}: expected e.g. 500ms, 30s, 2m"))
+    }
+}
+
+/// A YAML error as `line:col: message`, on one line, for `file:line:col`.
+pub fn yaml_error_text(e: &serde_saphyr::Error) -> String {
+    let plain = one_line(&e.without_snippet().to_string());
+    let plain = plain.strip_prefix("error: ").unwrap_or(&plain);
+    // Drop saphyr's "line N column M: " prefix; we print file:line:col.
+    let text = match plain.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
+        None => plain,
+    };
+    let text = text
+        .rsplit_once(" at line ")
+        .map(|(m, _)| m)
+        .unwrap_or(text);
+    let position = e
+        .location()
+        .map(|l| format!("{}:{}: ", l.line(), l.column()))
+        .unwrap_or_else(|| " ".to_string());
+    format!("{position}{text}")
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

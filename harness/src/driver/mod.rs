@@ -13,13 +13,14 @@ pub mod workload;
 use crate::engine::EngineChoice;
 use crate::engine::etcd::{SlotEndpoints, base_args, parse_hex_id};
 use crate::engine::tls::TlsMaterial;
+use crate::faults::select::MemberSelector;
 use crate::faults::{FaultArgs, FaultRef, Op, Targeting, Targets};
 use crate::model::{
     Action, ActionResult, EngineView, MembersView, Observation, PROTOCOL_VERSION, Phase,
     ServiceView, SlotView,
 };
 use crate::report::RunResult;
-use crate::scenario::model::{Inject, MemberSelector, Scenario, StepAction, Suite, Trigger};
+use crate::scenario::model::{Inject, Scenario, StepAction, Suite, Trigger};
 use crate::subject::{Subject, SubjectChoice, SubjectError, record_deployer_error};
 use crate::substrate::{AnySubstrate, SlotState, Substrate, SubstrateChoice, SubstrateError};
 use crate::trace::{EventKind, MembershipOp, Recorder, Trace};

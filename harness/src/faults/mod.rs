@@ -10,8 +10,11 @@
 //! ([`crate::matrix`]). Adding a fault is one file here and one line in
 //! the `registry!` list.
 
-use crate::scenario::model::{Dur, IsolateSet, MemberSelector};
+pub mod select;
+
 use crate::trace::FaultKind;
+use crate::util::Dur;
+use select::{IsolateSet, MemberSelector};
 use serde::de::{self, MapAccess, Visitor};
 use std::fmt;
 use std::time::Duration;

@@ -3,4 +3,4 @@
 
 pub mod model;
 
-pub use model::{MemberSelector, Scenario, Step, StepAction, Suite, SuiteError};
+pub use model::{Scenario, Step, StepAction, Suite, SuiteError};

@@ -1,7 +1,9 @@
 //! Scenario suites as YAML: declarative steps with settle deadlines.
 
+use crate::faults::select::{IsolateSet, MemberSelector};
 use crate::faults::{self, FaultArgs, FaultRef, Targeting};
 use crate::util::parse_duration;
+use crate::util::{Dur, yaml_error_text};
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use std::path::Path;
@@ -24,137 +26,6 @@ pub enum SuiteError {
         step: usize,
         message: String,
     },
-}
-
-/// A duration written as "500ms", "30s" or "2m".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Dur(pub Duration);
-
-impl TryFrom<String> for Dur {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        parse_duration(&s)
-            .map(Dur)
-            .ok_or_else(|| format!("bad duration {s:?}: expected e.g. 500ms, 30s, 2m"))
-    }
-}
-
-/// Which member a fault hits: an ordinal, or `leader`, `follower`, `random`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "SelectorRaw")]
-pub enum MemberSelector {
-    Ordinal(u32),
-    Leader,
-    Follower,
-    Random,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SelectorRaw {
-    Ordinal(u32),
-    Word(String),
-}
-
-impl TryFrom<SelectorRaw> for MemberSelector {
-    type Error = String;
-    fn try_from(raw: SelectorRaw) -> Result<Self, Self::Error> {
-        match raw {
-            SelectorRaw::Ordinal(n) => Ok(MemberSelector::Ordinal(n)),
-            SelectorRaw::Word(w) => MemberSelector::from_word(&w),
-        }
-    }
-}
-
-impl MemberSelector {
-    pub fn from_word(word: &str) -> Result<Self, String> {
-        match word {
-            "leader" => Ok(MemberSelector::Leader),
-            "follower" => Ok(MemberSelector::Follower),
-            "random" => Ok(MemberSelector::Random),
-            other => Err(format!(
-                "unknown member {other:?}: expected an ordinal, leader, follower or random"
-            )),
-        }
-    }
-
-    /// `1`, `leader`, `follower`, `random`.
-    pub fn describe(self) -> String {
-        match self {
-            MemberSelector::Ordinal(n) => n.to_string(),
-            MemberSelector::Leader => "leader".into(),
-            MemberSelector::Follower => "follower".into(),
-            MemberSelector::Random => "random".into(),
-        }
-    }
-}
-
-/// Which members a partition cuts off from the rest: one member by
-/// selector (`leader`, `1`), or several by ordinal (`[0, 1]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "IsolateRaw")]
-pub enum IsolateSet {
-    One(MemberSelector),
-    /// Bit `n` set for ordinal `n`.
-    Ordinals(u16),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum IsolateRaw {
-    Many(Vec<u32>),
-    One(MemberSelector),
-}
-
-impl TryFrom<IsolateRaw> for IsolateSet {
-    type Error = String;
-    fn try_from(raw: IsolateRaw) -> Result<Self, Self::Error> {
-        match raw {
-            IsolateRaw::One(sel) => Ok(IsolateSet::One(sel)),
-            IsolateRaw::Many(list) if list.is_empty() => Err("isolate needs a member".into()),
-            IsolateRaw::Many(list) => list
-                .into_iter()
-                .try_fold(0u16, |mask, o| {
-                    if o < MAX_REPLICAS {
-                        Ok(mask | 1 << o)
-                    } else {
-                        Err(format!("member {o} out of range"))
-                    }
-                })
-                .map(IsolateSet::Ordinals),
-        }
-    }
-}
-
-impl IsolateSet {
-    pub fn ordinals(mask: u16) -> impl Iterator<Item = u32> {
-        (0..16).filter(move |o| mask & (1 << o) != 0)
-    }
-
-    /// `leader` or `[0, 1]`.
-    pub fn describe(self) -> String {
-        match self {
-            IsolateSet::One(selector) => selector.describe(),
-            IsolateSet::Ordinals(mask) => format!(
-                "[{}]",
-                IsolateSet::ordinals(mask)
-                    .map(|o| o.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-    }
-
-    /// One selector per member to cut off.
-    pub fn selectors(self) -> Vec<MemberSelector> {
-        match self {
-            IsolateSet::One(selector) => vec![selector],
-            IsolateSet::Ordinals(mask) => IsolateSet::ordinals(mask)
-                .map(MemberSelector::Ordinal)
-                .collect(),
-        }
-    }
 }
 
 /// When a mid-step fault fires.
@@ -445,26 +316,6 @@ pub const DEFAULT_QUORUM_GRACE: Duration = Duration::from_secs(15);
 pub const BUILTIN_SUITE: &str = include_str!("../../../suites/conformance.yaml");
 pub const BUILTIN_SUITE_PATH: &str = "suites/conformance.yaml";
 
-/// A YAML error as `line:col: message`, on one line, for `file:line:col`.
-pub(crate) fn yaml_error_text(e: &serde_saphyr::Error) -> String {
-    let plain = one_line(&e.without_snippet().to_string());
-    let plain = plain.strip_prefix("error: ").unwrap_or(&plain);
-    // Drop saphyr's "line N column M: " prefix; we print file:line:col.
-    let text = match plain.strip_prefix("line ") {
-        Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
-        None => plain,
-    };
-    let text = text
-        .rsplit_once(" at line ")
-        .map(|(m, _)| m)
-        .unwrap_or(text);
-    let position = e
-        .location()
-        .map(|l| format!("{}:{}: ", l.line(), l.column()))
-        .unwrap_or_else(|| " ".to_string());
-    format!("{position}{text}")
-}
-
 impl Suite {
     pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
@@ -593,8 +444,4 @@ impl Suite {
         }
         Ok(())
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -67,7 +67,7 @@ fn documents(text: &str, origin: &str) -> Result<Vec<serde_json::Value>, KubeErr
     let values: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(text).map_err(|e| KubeError::Manifest {
             path: origin.to_string(),
-            message: crate::scenario::model::yaml_error_text(&e),
+            message: crate::util::yaml_error_text(&e),
         })?;
     Ok(values.into_iter().filter(|v| !v.is_null()).collect())
 }

@@ -3,7 +3,7 @@
 //! (`fixtures/operators/<name>/profile.yaml`).
 
 use crate::engine::EngineRef;
-use crate::scenario::model::{Dur, yaml_error_text};
+use crate::util::Dur;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -210,7 +210,7 @@ impl Profile {
         let mut profile: Profile =
             serde_saphyr::from_str(&text).map_err(|e| ProfileError::Parse {
                 path: file.clone(),
-                message: yaml_error_text(&e),
+                message: crate::util::yaml_error_text(&e),
             })?;
         profile.dir = file
             .parent()
