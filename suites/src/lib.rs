@@ -642,3 +642,93 @@ fn leader_partition_took_hold(run: &RunResult, trace: &raftcert::trace::Trace) {
     });
     assert!(new_leader_elected, "{}", explain(run));
 }
+
+/// The `raftcert` binary of this workspace, built when missing (a test run
+/// of this crate alone does not build it).
+pub fn raftcert_binary() -> PathBuf {
+    let binary = repo_root().join("target/debug/raftcert");
+    if !binary.is_file() {
+        let built = std::process::Command::new("cargo")
+            .args(["build", "-q", "-p", "raftcert", "--bin", "raftcert"])
+            .current_dir(repo_root())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(built, "cargo build -p raftcert failed");
+    }
+    binary
+}
+
+/// `raftcert certify` on Kubernetes, interrupted with SIGINT once its first
+/// run has finished: it exits 130 with the finished run judged in
+/// results.json and the others reported as interrupted, and the runs'
+/// namespaces are on their way out.
+pub async fn interrupted_certification_keeps_its_report(kubeconfig: &Path) {
+    use std::io::BufRead;
+    let out = output_dir().join("kube-interrupted");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut child = std::process::Command::new(raftcert_binary())
+        .args(["certify", "--backend", "kube", "--profile"])
+        .arg(repo_root().join("fixtures/operators/statefulset-static"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--out")
+        .arg(&out)
+        .args(["--scenario", "bootstrap-1", "--scenario", "bootstrap-3"])
+        .args(["--scenario", "restart-one"])
+        .current_dir(repo_root())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("raftcert certify");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    // The progress line of the first finished run.
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        seen.push(line.clone());
+        if line.contains(": pass (") || line.contains(": FAIL") || line.contains(": ERROR") {
+            break;
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    // The rest of its output, until it exits.
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{}", seen.join("\n"));
+    let report = raftcert::report::load_results(&out.join("results.json"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", seen.join("\n")));
+    assert_eq!(report.runs.len(), 3);
+    let judged = report
+        .runs
+        .iter()
+        .filter(|r| r.status != RunStatus::Error)
+        .count();
+    assert!(judged >= 1, "the finished run was judged: {report:?}");
+    assert!(
+        report
+            .runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Error)
+            .all(|r| r.error.as_deref() == Some(raftcert::interrupt::INTERRUPTED)),
+        "the others were interrupted"
+    );
+    // Every namespace of the run is gone or being deleted.
+    let (client, _) = raftcert::substrate::kube::connect(Some(kubeconfig))
+        .await
+        .expect("kubeconfig");
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    let params = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=raftcert");
+    let left = namespaces.list(&params).await.expect("namespaces");
+    assert!(
+        left.items
+            .iter()
+            .all(|ns| ns.metadata.deletion_timestamp.is_some()),
+        "namespaces left: {:?}",
+        left.items
+            .iter()
+            .map(|ns| ns.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+}

@@ -6,8 +6,8 @@
 //! loudly, with the commands to run.
 
 use raftcert_suites::{
-    coreos_operator_profile_checks, ensure_docker, node_fault_checks, repo_root,
-    static_statefulset_profile_checks,
+    coreos_operator_profile_checks, ensure_docker, interrupted_certification_keeps_its_report,
+    node_fault_checks, repo_root, static_statefulset_profile_checks,
 };
 use std::path::Path;
 use std::process::Command;
@@ -127,6 +127,8 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
     static_statefulset_profile_checks(&cluster.kubeconfig).await;
     // Partitions, disconnects and freezes through the kind node.
     node_fault_checks(&cluster.kubeconfig).await;
+    // Ctrl-C on a certification keeps the report of what finished.
+    interrupted_certification_keeps_its_report(&cluster.kubeconfig).await;
 
     // coreos/etcd-operator, where its images were built on this machine.
     let images = [
