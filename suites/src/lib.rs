@@ -317,11 +317,23 @@ const STORY_LINES: usize = 30;
 /// of `fixtures/operators/` on a cluster, after applying the profile's
 /// install manifests: the same driver as every other run.
 pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -> Vec<RunResult> {
+    run_profile_at(
+        kubeconfig,
+        &repo_root().join("fixtures/operators").join(profile),
+        scenarios,
+    )
+    .await
+}
+
+/// [`run_profile`] for a profile directory anywhere.
+pub async fn run_profile_at(
+    kubeconfig: &Path,
+    profile_dir: &Path,
+    scenarios: &[&str],
+) -> Vec<RunResult> {
     use raftcert::substrate::kube::KubeTarget;
     use raftcert::substrate::kube::profile::Profile;
-    let profile = Arc::new(
-        Profile::load(&repo_root().join("fixtures/operators").join(profile)).expect("profile"),
-    );
+    let profile = Arc::new(Profile::load(profile_dir).expect("profile"));
     let target = KubeTarget::connect(Some(kubeconfig), profile.clone())
         .await
         .expect("kubeconfig");
@@ -330,6 +342,10 @@ pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -
             .await
             .unwrap_or_else(|e| panic!("installing {}: {e}", profile.name));
     }
+    target
+        .ensure_images()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", profile.name));
     let engine = EngineChoice::InImage(profile.engine_ref().expect("engine"));
     let subject = SubjectChoice::Operator(profile.clone());
     let substrate = SubstrateChoice::Kube(Arc::new(target));
@@ -730,5 +746,30 @@ pub async fn interrupted_certification_keeps_its_report(kubeconfig: &Path) {
             .iter()
             .map(|ns| ns.metadata.name.clone())
             .collect::<Vec<_>>()
+    );
+}
+
+/// A deployment whose image no node holds and no registry serves: the run
+/// ends as an error quoting the pull failure within 30 s, judging nothing.
+pub async fn an_image_that_cannot_be_pulled_is_an_environment_error(kubeconfig: &Path) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-fixtures/image-never-pulled");
+    let outcomes = run_profile_at(kubeconfig, &dir, &["bootstrap-3"]).await;
+    let run = &outcomes[0];
+    let error = run.error.clone().unwrap_or_default();
+    assert_eq!(run.status, RunStatus::Error, "{}", explain(run));
+    assert!(
+        error.contains("ErrImagePull") || error.contains("ImagePullBackOff"),
+        "{error}"
+    );
+    assert!(error.starts_with("environment: "), "{error}");
+    assert!(
+        run.verdicts.is_empty(),
+        "nothing is judged: {:?}",
+        run.verdicts
+    );
+    assert!(
+        run.duration_ms < 30_000,
+        "ended after {} ms",
+        run.duration_ms
     );
 }

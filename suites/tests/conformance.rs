@@ -42,7 +42,8 @@ async fn correct_strategy_passes(
         "majority-partitioned",
         "minority-partitioned-mid-scale-out",
         "member-disconnected",
-        "leader-links-delayed"
+        "leader-links-delayed",
+        "first-joiner-stalled"
     )]
     scenario: &str,
     #[values("seed-join", "static", "discovery", "learner")] strategy: &str,

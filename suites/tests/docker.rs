@@ -57,7 +57,8 @@ async fn correct_strategy_passes_on_docker(
         "leader-partitioned",
         "majority-partitioned",
         "minority-partitioned-mid-scale-out",
-        "member-disconnected"
+        "member-disconnected",
+        "first-joiner-stalled"
     )]
     scenario: &str,
     #[values("seed-join", "static", "discovery", "learner")] strategy: &str,

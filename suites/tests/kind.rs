@@ -6,8 +6,9 @@
 //! loudly, with the commands to run.
 
 use raftcert_suites::{
-    coreos_operator_profile_checks, ensure_docker, interrupted_certification_keeps_its_report,
-    node_fault_checks, repo_root, static_statefulset_profile_checks,
+    an_image_that_cannot_be_pulled_is_an_environment_error, coreos_operator_profile_checks,
+    ensure_docker, interrupted_certification_keeps_its_report, node_fault_checks, repo_root,
+    static_statefulset_profile_checks,
 };
 use std::path::Path;
 use std::process::Command;
@@ -129,6 +130,8 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
     node_fault_checks(&cluster.kubeconfig).await;
     // Ctrl-C on a certification keeps the report of what finished.
     interrupted_certification_keeps_its_report(&cluster.kubeconfig).await;
+    // An image the cluster cannot pull is the environment's error, fast.
+    an_image_that_cannot_be_pulled_is_an_environment_error(&cluster.kubeconfig).await;
 
     // coreos/etcd-operator, where its images were built on this machine.
     let images = [
@@ -149,13 +152,22 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
         );
         return;
     }
-    let kind = Path::new(&kind_cache()).join("bin/kind");
-    let loaded = Command::new(kind)
-        .args(["load", "docker-image"])
-        .args(images)
-        .args(["--name", &cluster.name])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(loaded, "kind load docker-image {}", images.join(" "));
+    // Not loaded here: the first run on this new cluster must load them
+    // (and say so), then pass.
+    let node = format!("{}-control-plane", cluster.name);
+    for image in images {
+        let present = Command::new("docker")
+            .args(["exec", &node, "crictl", "inspecti", "-q", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(!present, "{image} is on the new cluster before any run");
+    }
     coreos_operator_profile_checks(&cluster.kubeconfig).await;
+    for image in images {
+        let present = Command::new("docker")
+            .args(["exec", &node, "crictl", "inspecti", "-q", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(present, "{image} was loaded by the first run");
+    }
 }

@@ -226,6 +226,15 @@ async fn choose(
                     profile.name
                 );
             }
+            // An image no node holds would fail every run the same way: it
+            // is loaded now (kind) or named as missing before any run.
+            let loaded = target
+                .ensure_images()
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            for image in loaded {
+                eprintln!("loaded image {image} into the cluster's nodes");
+            }
             eprintln!("faults below the API: {}", target.node_faults());
             Ok((
                 vec![SubjectChoice::Operator(profile)],

@@ -14,16 +14,16 @@ use crate::engine::EngineChoice;
 use crate::engine::etcd::{SlotEndpoints, base_args, parse_hex_id};
 use crate::engine::tls::TlsMaterial;
 use crate::faults::select::MemberSelector;
-use crate::faults::{FaultArgs, FaultRef, Op, Targeting, Targets};
+use crate::faults::{FaultArgs, FaultRef, Moment, Op, Targeting, Targets};
 use crate::model::{
     Action, ActionResult, EngineView, MembersView, Observation, PROTOCOL_VERSION, Phase,
     ServiceView, SlotView,
 };
 use crate::report::RunResult;
-use crate::scenario::model::{Inject, Scenario, StepAction, Suite, Trigger};
+use crate::scenario::model::{Inject, Scenario, Step, StepAction, Suite, Trigger};
 use crate::subject::{Subject, SubjectChoice, SubjectError, record_deployer_error};
 use crate::substrate::{AnySubstrate, SlotState, Substrate, SubstrateChoice, SubstrateError};
-use crate::trace::{EventKind, MembershipOp, Recorder, Trace};
+use crate::trace::{EngineErrorClass, EventKind, MembershipOp, Recorder, Trace};
 use poll::Poller;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -97,6 +97,11 @@ pub enum DriveError {
     NoMember(String),
     #[error("the deployer: {0}")]
     Deployer(String),
+    /// The machine or cluster, not the subject, broke the run (an image
+    /// that cannot be pulled, a port in use, a missing command): the run
+    /// is an error and nothing is judged.
+    #[error("environment: {0}")]
+    Environment(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -106,9 +111,12 @@ pub async fn run_scenario(spec: RunSpec, progress: Option<Progress>) -> RunResul
     let started = Instant::now();
     let mut result = spec.errored(None);
     match drive(&spec, progress).await {
+        Ok((_, _, Some(DriveError::Environment(problem)))) => {
+            result.error = Some(DriveError::Environment(problem).to_string());
+        }
         Ok((trace, ready, abort)) => {
             let must_judge = spec.suite.must_judge_for(&spec.scenario);
-            result.judge(&trace, abort, &must_judge);
+            result.judge(&trace, abort.map(|e| e.to_string()), &must_judge);
             result.ready_ms = ready.map(|d| d.as_millis() as u64);
         }
         Err(e) => result.error = Some(e.to_string()),
@@ -117,7 +125,7 @@ pub async fn run_scenario(spec: RunSpec, progress: Option<Progress>) -> RunResul
     result
 }
 
-type Driven = (Trace, Option<Duration>, Option<String>);
+type Driven = (Trace, Option<Duration>, Option<DriveError>);
 
 async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, DriveError> {
     let io = |what: &'static str| move |source| DriveError::Io { what, source };
@@ -167,6 +175,9 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
         results: Vec::new(),
         replaced: BTreeMap::new(),
         held: Vec::new(),
+        engine_errors_seen: 0,
+        probes: Vec::new(),
+        armed: Vec::new(),
         progress,
     };
     let mut outcome = driver.run_steps(spec).await;
@@ -184,15 +195,20 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
             workload::final_read(&recorder, poller, || substrate.slots(), TICK).await;
             (ready, None)
         }
-        Err(e) => (None, Some(e.to_string())),
+        Err(e) => (None, Some(e)),
     };
     let abort = match driver.release_held().await {
-        Err(e) if abort.is_none() => Some(format!("taking faults back: {e}")),
+        Err(e) if abort.is_none() => Some(DriveError::Invalid(format!("taking faults back: {e}"))),
         _ => abort,
     };
+    // Every probe answers within its timeout: its outcome goes in before
+    // the run's end.
+    for probe in std::mem::take(&mut driver.probes) {
+        let _ = probe.await;
+    }
     driver.substrate.shutdown().await;
     recorder.record(EventKind::RunFinished {
-        error: abort.clone(),
+        error: abort.as_ref().map(|e| e.to_string()),
     });
     recorder.flush();
     drop(driver);
@@ -207,6 +223,17 @@ enum Act {
     Fault(FaultRef, FaultArgs),
     RestartSlot(String),
     Wait,
+}
+
+/// A freeze waiting for its moment (`stall`).
+struct Armed {
+    slot: String,
+    when: Moment,
+    duration: Duration,
+    /// Trace position when armed: a member added after it strikes.
+    from_seq: usize,
+    /// The slot's incarnation when armed: a newer one is a new start.
+    incarnation: u64,
 }
 
 /// A fault in force, and what takes it back.
@@ -234,6 +261,12 @@ struct Driver {
     /// longer wanted).
     replaced: BTreeMap<String, u64>,
     held: Vec<Held>,
+    /// Trace position up to which engine errors were looked at.
+    engine_errors_seen: usize,
+    /// Write probes of cuts, still waiting for their answers.
+    probes: Vec<tokio::task::JoinHandle<()>>,
+    /// Stalls waiting for their moment.
+    armed: Vec<Armed>,
     progress: Option<Progress>,
 }
 
@@ -274,7 +307,7 @@ impl Driver {
             };
             for (name, act) in acts {
                 let (settled, elapsed) = self
-                    .run_step(index, &name, act.clone(), step.inject, deadline)
+                    .run_step(index, &name, act.clone(), step, deadline)
                     .await?;
                 if matches!(act, Act::Replicas { first: true, .. }) && settled {
                     ready = Some(elapsed);
@@ -311,9 +344,10 @@ impl Driver {
         index: u32,
         name: &str,
         act: Act,
-        inject: Option<Inject>,
+        step: &Step,
         deadline: Duration,
     ) -> Result<(bool, Duration), DriveError> {
+        let inject = step.inject;
         let started = Instant::now();
         let step_seq = self.recorder.recorded();
         self.replaced.clear();
@@ -325,6 +359,7 @@ impl Driver {
             name: name.to_string(),
             desired_replicas: self.desired,
             deadline_ms: deadline.as_millis() as u64,
+            expect_unsettled: !step.settles,
         });
         self.say(name);
         match act {
@@ -337,6 +372,8 @@ impl Driver {
         // fault was taken back, counts towards settling.
         let mut fresh_since = started;
         let mut missing = Some("a fault was still held".to_string());
+        // Since when the same thing has been missing.
+        let mut missing_since = started;
         let mut pending = inject;
         let mut next_tick = Instant::now();
         let settled = loop {
@@ -360,10 +397,14 @@ impl Driver {
             }
             let holding = pending.is_some() || !self.held.is_empty();
             if !holding {
-                missing = self.unsettled(fresh_since);
-                if missing.is_none() {
+                let now_missing = self.unsettled(fresh_since);
+                if now_missing.is_none() {
                     break true;
                 }
+                if now_missing != missing {
+                    missing_since = Instant::now();
+                }
+                missing = now_missing;
             }
             if started.elapsed() >= deadline {
                 break false;
@@ -377,8 +418,10 @@ impl Driver {
             }
         };
         let elapsed = started.elapsed();
-        // A fault held until the step's end (no `for:`) ends here.
+        // A fault held until the step's end (no `for:`) ends here, and a
+        // stall whose moment did not come is dropped.
         self.release_held().await?;
+        self.armed.clear();
         if settled && let Some(grace) = self.subject.status_grace() {
             // Operators publish status after the fact: it gets a grace to
             // catch up before the step ends and I9 compares.
@@ -397,8 +440,9 @@ impl Driver {
             elapsed_ms: elapsed.as_millis() as u64,
             detail: (!settled).then(|| {
                 format!(
-                    "not settled at the deadline: {}",
-                    missing.as_deref().unwrap_or("unknown")
+                    "not settled at the deadline: {}, for the last {:.1}s",
+                    missing.as_deref().unwrap_or("unknown"),
+                    missing_since.elapsed().as_secs_f64()
                 )
             }),
             desired_slots: Some(
@@ -445,6 +489,38 @@ impl Driver {
     /// actions carried out. Returns the actions' results.
     async fn tick(&mut self) -> Result<Vec<ActionResult>, DriveError> {
         self.substrate.tick().await;
+        if let Some(problem) = self.substrate.environment_problem() {
+            return Err(DriveError::Environment(problem));
+        }
+        let bind_failure = |e: &EventKind| {
+            matches!(
+                e,
+                EventKind::EngineError {
+                    class: EngineErrorClass::AddressInUse,
+                    ..
+                }
+            )
+        };
+        if self
+            .recorder
+            .any_since(self.engine_errors_seen, bind_failure)
+        {
+            let problem = self.recorder.snapshot().events[self.engine_errors_seen..]
+                .iter()
+                .find_map(|e| match &e.kind {
+                    EventKind::EngineError {
+                        slot,
+                        class: EngineErrorClass::AddressInUse,
+                        message,
+                    } => Some(format!("{slot}: {message}")),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            return Err(DriveError::Environment(problem));
+        }
+        self.engine_errors_seen = self.recorder.recorded();
+        // A restart by the restart policy is a start a stall waits for.
+        self.strike_armed(&[]).await?;
         self.poller.observe(&self.substrate.slots()).await;
         if !matches!(self.subject, Subject::Deployer(_)) {
             return Ok(Vec::new());
@@ -472,7 +548,14 @@ impl Driver {
         let touched_membership = actions.iter().any(Action::is_membership);
         let mut results = Vec::new();
         for action in actions {
-            results.push(self.execute(action).await);
+            let result = self.execute(action).await?;
+            let struck = std::slice::from_ref(&result);
+            // Right after the start (or the add) it waits for, not a tick
+            // later: that moment is what a stall is for.
+            if result.ok {
+                self.strike_armed(struck).await?;
+            }
+            results.push(result);
         }
         if touched_membership {
             // Show the change on the next reconcile, not a poll later.
@@ -482,19 +565,31 @@ impl Driver {
         Ok(results)
     }
 
-    async fn execute(&mut self, action: Action) -> ActionResult {
+    async fn execute(&mut self, action: Action) -> Result<ActionResult, DriveError> {
         let outcome = match &action {
-            Action::Start { slot, spec } => self.substrate.start(slot, spec.clone()).await,
+            Action::Start { slot, spec } => match self.substrate.start(slot, spec.clone()).await {
+                // A command the machine does not have is its fault.
+                Err(SubstrateError::Spawn {
+                    slot,
+                    command,
+                    source,
+                }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(DriveError::Environment(format!(
+                        "cannot start {command} in slot {slot}: {source}"
+                    )));
+                }
+                outcome => outcome,
+            },
             Action::Stop { slot } => self.substrate.stop(slot).await,
             Action::Wipe { slot } => self.substrate.wipe(slot).await,
-            _ => return self.membership(action).await,
+            _ => return Ok(self.membership(action).await),
         };
-        ActionResult {
+        Ok(ActionResult {
             action,
             ok: outcome.is_ok(),
             error: outcome.err().map(|e| e.to_string()),
             member_id: None,
-        }
+        })
     }
 
     /// A deployer's membership call, through the leader if known.
@@ -811,16 +906,62 @@ impl Driver {
             .map(|s| s.info.name)
             .collect();
         let plan = fault.plan(args, &Targets { members, rest });
-        // A fault holds for `for:` from when it is applied, however long
-        // applying it takes (a cut's write probes wait for their answers).
-        let applied_at = Instant::now();
-        for op in plan.apply {
+        for op in plan.apply.iter().cloned() {
             self.apply(op).await?;
         }
-        if !plan.undo.is_empty() {
+        // A fault holds for `for:` once it is in force, however long it
+        // took to apply (a cut through a kind node takes seconds).
+        let applied_at = Instant::now();
+        // A stall holds only from its moment on (`strike_armed`), and an
+        // armed one does not keep its step from settling.
+        let armed = plan.apply.iter().any(|op| matches!(op, Op::Stall { .. }));
+        if !plan.undo.is_empty() && !armed {
             self.held.push(Held {
                 until: args.duration.map(|d| applied_at + d),
                 undo: plan.undo,
+            });
+        }
+        Ok(())
+    }
+
+    /// Freezes every armed member whose moment has come: a start newer
+    /// than the arming, or a member added since (by one of `results`, or
+    /// in any member's log); it thaws `for:` later.
+    async fn strike_armed(&mut self, results: &[ActionResult]) -> Result<(), DriveError> {
+        if self.armed.is_empty() {
+            return Ok(());
+        }
+        let slots = self.substrate.slots();
+        let added = |armed: &Armed| {
+            results
+                .iter()
+                .any(|r| r.ok && matches!(r.action, Action::MemberAdd { .. }))
+                || self.recorder.any_since(armed.from_seq, |e| {
+                    matches!(
+                        e,
+                        EventKind::MembershipApplied {
+                            op: MembershipOp::Add | MembershipOp::AddLearner,
+                            ..
+                        }
+                    )
+                })
+        };
+        let (due, waiting): (Vec<Armed>, Vec<Armed>) = std::mem::take(&mut self.armed)
+            .into_iter()
+            .partition(|a| match a.when {
+                Moment::Start => slots.iter().any(|s| {
+                    s.info.name == a.slot
+                        && s.phase == Phase::Running
+                        && s.incarnation > a.incarnation
+                }),
+                Moment::MemberAdd => added(a),
+            });
+        self.armed = waiting;
+        for armed in due {
+            self.apply(Op::Freeze(armed.slot.clone())).await?;
+            self.held.push(Held {
+                until: Some(Instant::now() + armed.duration),
+                undo: vec![Op::Thaw(armed.slot)],
             });
         }
         Ok(())
@@ -851,20 +992,35 @@ impl Driver {
                 self.results.clear();
                 self.subject.crash().await?;
             }
+            Op::Stall {
+                slot,
+                when,
+                duration,
+            } => self.armed.push(Armed {
+                slot: slot.clone(),
+                when: *when,
+                duration: *duration,
+                from_seq: self.recorder.recorded(),
+                incarnation: self
+                    .substrate
+                    .slots()
+                    .iter()
+                    .find(|s| s.info.name == *slot)
+                    .map_or(0, |s| s.incarnation),
+            }),
             _ => self.substrate.apply(&op).await?,
         }
         match &op {
             Op::Heal => self.recorder.record(EventKind::NetworkHealed),
             Op::Cut { isolated, rest } => {
+                // In the background: the driver goes on polling while the
+                // probes wait out their timeout on the side without quorum.
                 let voters = self.poller.voters(&self.substrate.slots());
-                workload::probe_writes(
-                    &self.recorder,
-                    &self.poller.cached_clients(),
-                    &voters,
-                    isolated,
-                    rest,
-                )
-                .await;
+                let (recorder, clients) = (self.recorder.clone(), self.poller.cached_clients());
+                let (isolated, rest) = (isolated.clone(), rest.clone());
+                self.probes.push(tokio::spawn(async move {
+                    workload::probe_writes(&recorder, &clients, &voters, &isolated, &rest).await;
+                }));
             }
             _ => {}
         }

@@ -179,6 +179,7 @@ fn classify_error(text: &str) -> Option<EngineErrorClass> {
             "unmatched member while checking PeerURLs",
             EngineErrorClass::PeerUrlsMismatch,
         ),
+        ("address already in use", EngineErrorClass::AddressInUse),
     ];
     classes
         .iter()

@@ -42,6 +42,7 @@ registry! {
     full_restart::FullRestart,
     crash_deployer::CrashDeployer,
     delay::Delay,
+    stall::Stall,
 }
 
 /// The fault a suite key (or one of its aliases) names.
@@ -84,6 +85,10 @@ pub trait Fault: Sync + Send {
     fn targeting(&self) -> Targeting;
     /// Whether `for:` is required (a fault held for a while, then undone).
     fn held(&self) -> bool {
+        false
+    }
+    /// Whether it waits for a moment (`when:`) before it strikes.
+    fn waits(&self) -> bool {
         false
     }
     /// Whether it slows links down (`latency:`, `jitter:`).
@@ -216,6 +221,13 @@ pub enum Op {
     Undelay {
         slot: String,
     },
+    /// Arms a freeze of `slot` for `duration`, at `when`: the driver waits
+    /// for that moment, then freezes (`Op::Freeze`) and thaws after.
+    Stall {
+        slot: String,
+        when: Moment,
+        duration: Duration,
+    },
     CrashSubject,
 }
 
@@ -232,6 +244,7 @@ impl Op {
             Op::Disconnect(_) => Some(Primitive::Disconnect),
             Op::Cut { .. } => Some(Primitive::Cut),
             Op::Delay { .. } => Some(Primitive::Delay),
+            Op::Stall { .. } => Some(Primitive::Freeze),
             Op::CrashSubject => Some(Primitive::CrashSubject),
             Op::Thaw(_) | Op::Reconnect(_) | Op::Heal | Op::Undelay { .. } => None,
         }
@@ -249,7 +262,8 @@ impl Op {
             | Op::Disconnect(s)
             | Op::Reconnect(s)
             | Op::Delay { slot: s, .. }
-            | Op::Undelay { slot: s } => Some(s),
+            | Op::Undelay { slot: s }
+            | Op::Stall { slot: s, .. } => Some(s),
             Op::Cut { .. } | Op::Heal | Op::CrashSubject => None,
         }
     }
@@ -269,6 +283,7 @@ impl Op {
             Op::Heal => FaultKind::HEAL,
             Op::Delay { .. } => FaultKind::DELAY,
             Op::Undelay { .. } => FaultKind::UNDELAY,
+            Op::Stall { .. } => FaultKind::STALL,
             Op::CrashSubject => FaultKind::CRASH_DEPLOYER,
         }
     }
@@ -313,6 +328,30 @@ pub struct FaultArgs {
     pub latency: Option<Duration>,
     /// `jitter:`: up to this much more or less than `latency`.
     pub jitter: Option<Duration>,
+    /// `when:`, for a fault that waits for a moment: the member's next
+    /// start, or the next member added.
+    pub when: Option<Moment>,
+}
+
+/// A moment a waiting fault strikes at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// The member's next process start.
+    Start,
+    /// The next member added to the cluster.
+    MemberAdd,
+}
+
+impl<'de> serde::Deserialize<'de> for Moment {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "start" => Ok(Moment::Start),
+            "member-add" => Ok(Moment::MemberAdd),
+            other => Err(de::Error::custom(format!(
+                "unknown moment {other:?}: expected start or member-add"
+            ))),
+        }
+    }
 }
 
 impl FaultArgs {
@@ -352,6 +391,13 @@ impl FaultArgs {
         }
         if self.jitter.is_some() && self.latency.is_none() {
             return Err(format!("{name}: jitter: needs latency:"));
+        }
+        if fault.waits() != self.when.is_some() {
+            return Err(if fault.waits() {
+                format!("{name} needs when: (start or member-add)")
+            } else {
+                format!("{name} takes no when:")
+            });
         }
         fault.check(self)
     }
@@ -439,6 +485,7 @@ impl<'de> Visitor<'de> for FaultArgsVisitor {
                 "for" => args.duration = Some(map.next_value::<Dur>()?.0),
                 "latency" => args.latency = Some(map.next_value::<Dur>()?.0),
                 "jitter" => args.jitter = Some(map.next_value::<Dur>()?.0),
+                "when" => args.when = Some(map.next_value()?),
                 other => {
                     return Err(de::Error::unknown_field(other, FAULT_ARG_FIELDS));
                 }
@@ -449,7 +496,7 @@ impl<'de> Visitor<'de> for FaultArgsVisitor {
 }
 
 /// Every argument a fault may take.
-pub const FAULT_ARG_FIELDS: &[&str] = &["member", "isolate", "for", "latency", "jitter"];
+pub const FAULT_ARG_FIELDS: &[&str] = &["member", "isolate", "for", "latency", "jitter", "when"];
 
 /// The one member of a `Member` fault.
 fn the_member(targets: &Targets) -> String {
@@ -488,6 +535,7 @@ mod tests {
                 duration: fault.held().then_some(Duration::from_secs(1)),
                 latency: fault.takes_latency().then_some(Duration::from_millis(50)),
                 jitter: None,
+                when: fault.waits().then_some(Moment::Start),
             };
             assert_eq!(args.check_for(*fault, false), Ok(()), "{}", fault.name());
             let plan = fault.plan(&args, &targets);

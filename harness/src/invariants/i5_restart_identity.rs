@@ -1,15 +1,16 @@
 //! I5: a member restarted with its data comes back as itself and rejoins.
 
-use super::model::{Model, is_desired};
+use super::model::{Model, is_desired, members_of};
 use super::{Invariant, Verdict};
-use crate::trace::{EventKind, Trace};
+use crate::trace::{EngineErrorClass, EventKind, Trace};
 use std::collections::{HashMap, HashSet};
 
 pub const INVARIANT: Invariant = Invariant {
     id: "I5",
     title: "Restart keeps identity",
     description: "A process restarted on its own data runs as the same member ID and is back \
-                  with a known leader before its step ends.",
+                  with a known leader before its step ends; its member is removed only by a \
+                  scale-in or after its data is lost, never while its slot stays wanted.",
     check,
 };
 
@@ -66,15 +67,61 @@ pub fn check(trace: &Trace) -> Verdict {
                         vec![model.events[prev].clone(), e.clone(), next.clone()],
                     );
                 }
-                // A member removed on purpose, a slot no longer wanted or
-                // wiped again need not come back.
-                let removed = model.removal_of(id).is_some_and(|r| r <= end);
+                // A slot no longer wanted (scale-in, judged by I7) or whose
+                // data was wiped again (the replacement path after a data
+                // loss, judged by I6) need not come back as this member.
                 let desired = model.slot(slot).is_none_or(|s| is_desired(s, step));
                 let wiped = model
                     .span(pos, end)
                     .iter()
                     .any(|x| matches!(&x.kind, EventKind::DataWiped { slot: s } if s == slot));
-                if removed || !desired || wiped {
+                if !desired || wiped {
+                    continue;
+                }
+                // Removed while its slot stays wanted and its data stays:
+                // a restart on that data can only fail, so a member must be
+                // back for the slot by the step's end.
+                if let Some(removal) = model.removal_of(id).filter(|r| *r <= end) {
+                    let peer = model.slot(slot).map(|s| s.peer_url.clone());
+                    let back = model.list_at_end(step).is_some_and(|list| {
+                        members_of(list).iter().any(|m| {
+                            m.is_started() && peer.as_ref().is_some_and(|p| m.peer_urls.contains(p))
+                        })
+                    });
+                    if !back && reported.insert((slot, step.start, "removed")) {
+                        let refusals: Vec<_> = model
+                            .span(pos, end)
+                            .iter()
+                            .filter(|x| {
+                                matches!(&x.kind, EventKind::EngineError { slot: s, class, .. }
+                                    if s == slot && *class == EngineErrorClass::MemberRemoved)
+                            })
+                            .cloned()
+                            .collect();
+                        let exits = model
+                            .span(pos, end)
+                            .iter()
+                            .filter(|x| {
+                                matches!(&x.kind, EventKind::ProcessExited { slot: s, .. } if s == slot)
+                            })
+                            .count();
+                        let mut evidence = vec![model.events[removal].clone(), e.clone()];
+                        evidence.extend(refusals.iter().take(3).cloned());
+                        evidence.push(end_ev.clone());
+                        v.violate(
+                            format!(
+                                "member {id} of {slot} was removed at t={}ms while {slot} stays \
+                                 wanted with its data; {slot} restarted on that data and exited \
+                                 {exits} time(s) ({} \"permanently removed\" refusal(s)), and no \
+                                 member runs for it at the end of {} (t={}ms)",
+                                model.events[removal].t_ms,
+                                refusals.len(),
+                                step.label(),
+                                end_ev.t_ms
+                            ),
+                            evidence,
+                        );
+                    }
                     continue;
                 }
                 let rejoined = model.span(pos + 1, end).iter().any(|x| {
@@ -177,5 +224,79 @@ mod tests {
             .ev(started(0, true))
             .finish();
         assert_passed(&check(&t));
+    }
+
+    /// A pod deleted while its slot stays wanted: the deployer removes its
+    /// member (a preStop hook), the pod comes back on its data, and etcd
+    /// exits on "permanently removed" again and again.
+    fn removed_while_wanted() -> TB {
+        static_3()
+            .ev(step_started(1, 3))
+            .ev(fault(FaultKind::DELETE_POD, 2))
+            .ev(exited(2))
+            .ev(deleted(2))
+            .ev(call_on(MembershipOp::Remove, "a2"))
+            .ev(started(2, true))
+            .ev(local(2, "a2", true))
+            .ev(engine_error(2, EngineErrorClass::MemberRemoved))
+            .ev(exited(2))
+            .ev(started(2, true))
+            .ev(engine_error(2, EngineErrorClass::MemberRemoved))
+            .ev(exited(2))
+    }
+
+    #[test]
+    fn a_member_removed_while_its_slot_stays_wanted_is_a_violation() {
+        let t = removed_while_wanted()
+            .ev(list(0, vec![m(0, "a0"), m(1, "a1")]))
+            .wait(30_000)
+            .ev(step_finished(1, false))
+            .finish();
+        let v = check(&t);
+        assert_violation(&v, "member a2 of m2 was removed at");
+        assert_violation(&v, "while m2 stays wanted with its data");
+        assert_violation(&v, "permanently removed");
+        let violation = v
+            .violations
+            .iter()
+            .find(|x| x.message.contains("was removed"))
+            .expect("the removal violation");
+        // The removal call and the refusals are the evidence.
+        assert!(violation.evidence.iter().any(|e| matches!(
+            e.kind,
+            EventKind::MembershipCall {
+                op: MembershipOp::Remove,
+                ..
+            }
+        )));
+        assert!(violation.evidence.iter().any(|e| matches!(
+            e.kind,
+            EventKind::EngineError {
+                class: EngineErrorClass::MemberRemoved,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_removal_followed_by_a_new_member_for_the_slot_passes() {
+        // The replacement path: the data is wiped and a new member added.
+        let t = removed_while_wanted()
+            .ev(deleted(2))
+            .ev(wiped(2))
+            .ev(call_add(2, "b2"))
+            .ev(started(2, false))
+            .ev(local(2, "b2", false))
+            .ev(list(0, vec![m(0, "a0"), m(1, "a1"), m(2, "b2")]))
+            .ev(step_finished(1, true))
+            .finish();
+        assert!(
+            !check(&t)
+                .violations
+                .iter()
+                .any(|x| x.message.contains("was removed")),
+            "{:?}",
+            check(&t).violations
+        );
     }
 }

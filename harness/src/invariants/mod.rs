@@ -2,6 +2,7 @@
 //!
 //! Adding one is one file in this folder plus one line in [`registry`].
 
+pub mod c1_convergence;
 pub mod d1_durability;
 pub mod i1_single_genesis;
 pub mod i2_join;
@@ -122,6 +123,7 @@ pub fn registry() -> &'static [Invariant] {
         i9_operator_status::INVARIANT,
         n1_minority_refuses_writes::INVARIANT,
         d1_durability::INVARIANT,
+        c1_convergence::INVARIANT,
     ]
 }
 

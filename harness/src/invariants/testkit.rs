@@ -49,6 +49,7 @@ pub fn step_started(index: u32, desired: u32) -> EventKind {
         name: format!("s{index}"),
         desired_replicas: desired,
         deadline_ms: 60_000,
+        expect_unsettled: false,
     }
 }
 pub fn step_finished(index: u32, settled: bool) -> EventKind {

@@ -104,10 +104,16 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             name,
             desired_replicas,
             deadline_ms,
+            expect_unsettled,
         } => write!(
             out,
-            " #{index} {} replicas={desired_replicas} deadline={deadline_ms}ms",
-            text(name)
+            " #{index} {} replicas={desired_replicas} deadline={deadline_ms}ms{}",
+            text(name),
+            if *expect_unsettled {
+                " (expected not to settle)"
+            } else {
+                ""
+            }
         ),
         EventKind::StepFinished {
             index,

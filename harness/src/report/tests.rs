@@ -352,6 +352,7 @@ fn event_summary_covers_every_kind_on_one_line() {
             name: s("scale to 3"),
             desired_replicas: 3,
             deadline_ms: 60_000,
+            expect_unsettled: false,
         },
         EventKind::StepFinished {
             index: 1,

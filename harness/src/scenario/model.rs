@@ -75,6 +75,8 @@ struct RawInject {
     latency: Option<Dur>,
     #[serde(default)]
     jitter: Option<Dur>,
+    #[serde(default)]
+    when: Option<crate::faults::Moment>,
 }
 
 impl TryFrom<RawInject> for Inject {
@@ -86,6 +88,7 @@ impl TryFrom<RawInject> for Inject {
             duration: raw.duration.map(|d| d.0),
             latency: raw.latency.map(|d| d.0),
             jitter: raw.jitter.map(|d| d.0),
+            when: raw.when,
         };
         // `fault: isolate, member: follower` cuts that member off.
         if raw.fault.targeting() == Targeting::Isolate && args.isolate.is_none() {
@@ -144,6 +147,10 @@ pub struct Step {
     pub action: StepAction,
     pub settle: Option<Duration>,
     pub inject: Option<Inject>,
+    /// `settles: false`: the step is expected not to settle by its
+    /// deadline (a deployment meant to stay broken); reported, not judged
+    /// by C1.
+    pub settles: bool,
 }
 
 impl Step {
@@ -166,6 +173,7 @@ const STEP_KEYS: &[&str] = &[
     "rolling-restart",
     "wait",
     "settle",
+    "settles",
     "inject",
 ];
 
@@ -188,6 +196,7 @@ impl<'de> Visitor<'de> for StepVisitor {
         let mut actions = Vec::new();
         let mut settle = None;
         let mut inject = None;
+        let mut settles = true;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "bootstrap" => actions.push(StepAction::Bootstrap(map.next_value()?)),
@@ -201,6 +210,7 @@ impl<'de> Visitor<'de> for StepVisitor {
                     actions.push(StepAction::Wait);
                 }
                 "settle" => settle = Some(map.next_value::<Dur>()?.0),
+                "settles" => settles = map.next_value()?,
                 "inject" => inject = Some(map.next_value::<Inject>()?),
                 other => {
                     let Some(fault) = faults::find(other) else {
@@ -225,6 +235,7 @@ impl<'de> Visitor<'de> for StepVisitor {
                 action: *action,
                 settle,
                 inject,
+                settles,
             }),
             [] => Err(de::Error::custom(format!(
                 "a step needs one action: bootstrap, scale, rolling-restart, wait or a fault ({})",

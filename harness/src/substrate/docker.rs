@@ -1149,7 +1149,7 @@ impl Substrate for DockerSubstrate {
             }
             Op::Heal => self.heal_routes(),
             Op::Cut { .. } => {}
-            Op::Delay { .. } | Op::Undelay { .. } => {
+            Op::Delay { .. } | Op::Undelay { .. } | Op::Stall { .. } => {
                 return Err(SubstrateError::Unsupported {
                     op: "delay",
                     substrate: "docker",

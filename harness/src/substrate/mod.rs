@@ -181,6 +181,13 @@ pub trait Substrate {
     async fn wipe(&mut self, slot: &str) -> Result<(), SubstrateError>;
     /// Applies one fault operation; the driver has recorded it.
     async fn apply(&mut self, op: &Op) -> Result<(), SubstrateError>;
+    /// A problem of the machine or cluster that ends the run as an error,
+    /// not a verdict on the subject (an image that cannot be pulled, a pod
+    /// that cannot be scheduled), once it has lasted long enough to be
+    /// more than a moment's delay.
+    fn environment_problem(&self) -> Option<String> {
+        None
+    }
     /// Stops everything; the substrate is unusable afterwards.
     async fn shutdown(&mut self);
 }
@@ -229,6 +236,9 @@ impl Substrate for AnySubstrate {
     }
     async fn apply(&mut self, op: &Op) -> Result<(), SubstrateError> {
         each_substrate!(self, s => s.apply(op).await)
+    }
+    fn environment_problem(&self) -> Option<String> {
+        each_substrate!(self, s => s.environment_problem())
     }
     async fn shutdown(&mut self) {
         each_substrate!(self, s => s.shutdown().await)

@@ -89,6 +89,8 @@ impl FaultKind {
     /// The member's links to its peers slowed down, both ways.
     pub const DELAY: FaultKind = FaultKind::new("delay");
     pub const UNDELAY: FaultKind = FaultKind::new("undelay");
+    /// A freeze armed for a member's next start or the next member added.
+    pub const STALL: FaultKind = FaultKind::new("stall");
 
     pub const fn new(name: &'static str) -> Self {
         FaultKind(std::borrow::Cow::Borrowed(name))
@@ -139,6 +141,8 @@ pub enum EngineErrorClass {
     MemberRemoved,
     RaftLogLost,
     PeerUrlsMismatch,
+    /// A listener could not bind: the machine's fault, not the subject's.
+    AddressInUse,
     Other,
 }
 
@@ -166,6 +170,9 @@ pub enum EventKind {
         name: String,
         desired_replicas: u32,
         deadline_ms: u64,
+        /// The suite expects this step not to settle (`settles: false`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        expect_unsettled: bool,
     },
     StepFinished {
         index: u32,

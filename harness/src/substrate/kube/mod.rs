@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Config};
 use nodes::{HeldFaults, HeldKind, NodeAccess};
-use observe::{DataState, PodViews};
+use observe::{DataState, EnvProblems, PodViews};
 use profile::{KubeFault, Profile};
 use slots::SlotBook;
 use std::collections::BTreeMap;
@@ -122,6 +122,61 @@ impl KubeTarget {
         }
     }
 
+    /// Makes sure every node holds the profile's images before any run. On
+    /// kind, what a node lacks is loaded from the local Docker engine (the
+    /// images loaded are returned); elsewhere, or when the engine lacks one
+    /// too, the error names what is missing where.
+    pub async fn ensure_images(&self) -> Result<Vec<String>, KubeError> {
+        let mut loaded = Vec::new();
+        let mut missing = Vec::new();
+        match &self.nodes {
+            Ok(access) => {
+                for image in &self.profile.images {
+                    let lacking = access.nodes_without(image).await;
+                    if lacking.is_empty() {
+                        continue;
+                    }
+                    match access.load_image(image).await {
+                        Ok(()) => loaded.push(image.clone()),
+                        Err(why) => {
+                            missing.push(format!("{image} on {} ({why})", lacking.join(", ")))
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                // The nodes' own image lists (the kubelet reports them).
+                let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+                for node in nodes.list(&Default::default()).await?.items {
+                    let held: Vec<String> = node
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.images.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|i| i.names.clone().unwrap_or_default())
+                        .collect();
+                    for image in &self.profile.images {
+                        if !held.iter().any(|h| same_image(h, image)) {
+                            missing.push(format!(
+                                "{image} on node {}",
+                                node.metadata.name.as_deref().unwrap_or("?")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(KubeError::Unsupported(format!(
+                "the profile's images are missing: {}",
+                missing.join("; ")
+            )))
+        }
+    }
+
     /// How faults below the API reach members, in words, for certificates.
     pub fn node_faults(&self) -> String {
         match &self.nodes {
@@ -132,6 +187,22 @@ impl KubeTarget {
             Err(why) => format!("not available: {why}"),
         }
     }
+}
+
+/// Whether a node's image name is `image`: `raftcert/x:1` is listed as
+/// `docker.io/raftcert/x:1`, and `etcd:3` as `docker.io/library/etcd:3`.
+fn same_image(listed: &str, image: &str) -> bool {
+    let qualified = |name: &str| -> String {
+        let first = name.split('/').next().unwrap_or("");
+        let has_registry = name.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        match (has_registry, name.contains('/')) {
+            (true, _) => name.to_string(),
+            (false, true) => format!("docker.io/{name}"),
+            (false, false) => format!("docker.io/library/{name}"),
+        }
+    };
+    qualified(listed) == qualified(image)
 }
 
 /// The name every run's deployment gets (`${NAME}` in the profile).
@@ -199,6 +270,7 @@ pub struct KubeSubstrate {
     book: Arc<SlotBook>,
     views: PodViews,
     has_data: DataState,
+    problems: EnvProblems,
     tasks: Vec<JoinHandle<()>>,
     held: HeldFaults,
     logs_dir: PathBuf,
@@ -254,6 +326,7 @@ impl KubeSubstrate {
         ns.metadata.labels = Some([(api::MANAGED_BY.0.into(), api::MANAGED_BY.1.into())].into());
         let views: PodViews = Arc::new(Mutex::new(BTreeMap::new()));
         let has_data: DataState = Arc::new(Mutex::new(BTreeMap::new()));
+        let problems: EnvProblems = Arc::new(Mutex::new(BTreeMap::new()));
         let mut substrate = KubeSubstrate {
             target: target.clone(),
             namespace: namespace.clone(),
@@ -261,6 +334,7 @@ impl KubeSubstrate {
             book: book.clone(),
             views: views.clone(),
             has_data: has_data.clone(),
+            problems: problems.clone(),
             tasks: Vec::new(),
             held: HeldFaults::default(),
             logs_dir: logs_dir.to_path_buf(),
@@ -276,7 +350,12 @@ impl KubeSubstrate {
             recorder_arc.clone(),
             views,
             has_data,
+            problems.clone(),
             book,
+        ));
+        substrate.tasks.push(observe::watch_mount_failures(
+            Api::namespaced(client.clone(), &namespace),
+            problems,
         ));
         if let Some(status) = &profile.status {
             let resource = api::api_resource(&status.api_version, &status.kind)?;
@@ -378,6 +457,9 @@ impl KubeSubstrate {
             )),
             Op::Delay { .. } | Op::Undelay { .. } => Err(KubeError::Unsupported(
                 "link delay needs netem on the nodes".into(),
+            )),
+            Op::Stall { .. } => Err(KubeError::Unsupported(
+                "a stall is armed by the driver".into(),
             )),
         }
     }
@@ -485,6 +567,20 @@ impl Substrate for KubeSubstrate {
         Ok(self.apply_op(op).await?)
     }
 
+    fn environment_problem(&self) -> Option<String> {
+        let problems = self.problems.lock().ok()?;
+        problems
+            .values()
+            .find(|p| p.since.elapsed() >= p.grace)
+            .map(|p| {
+                format!(
+                    "{} (for {:.0}s; the cluster's, not the operator's)",
+                    p.what,
+                    p.since.elapsed().as_secs_f64()
+                )
+            })
+    }
+
     /// Takes back held faults, keeps the logs and events, and deletes the
     /// run's namespace.
     async fn shutdown(&mut self) {
@@ -530,5 +626,27 @@ impl Drop for KubeSubstrate {
         }
         // A run dropped mid-way (Ctrl-C, a panic) leaves its namespace to
         // the reaper's hook, which finds it in the live list.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_image;
+
+    #[test]
+    fn image_names_are_compared_fully_qualified() {
+        assert!(same_image(
+            "docker.io/raftcert/etcd-smoke:3.6.5",
+            "raftcert/etcd-smoke:3.6.5"
+        ));
+        assert!(same_image("docker.io/library/etcd:3.5", "etcd:3.5"));
+        assert!(same_image(
+            "quay.io/coreos/etcd:v3",
+            "quay.io/coreos/etcd:v3"
+        ));
+        assert!(!same_image(
+            "docker.io/raftcert/etcd-smoke:3.6.4",
+            "raftcert/etcd-smoke:3.6.5"
+        ));
     }
 }

@@ -22,6 +22,8 @@ const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
 /// table (preference 0), so loopback and the pod's own address still work
 /// and everything else is dropped, whatever routes the CNI installed.
 const DISCONNECT_RULE_PREF: &str = "10";
+/// Loading one image into a kind cluster's nodes.
+const IMAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// A `docker exec` on a node that takes longer is stuck.
 const NODE_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,6 +42,8 @@ exit 0"#;
 pub struct NodeAccess {
     /// The kind cluster's name.
     pub cluster: String,
+    /// Its node containers.
+    pub nodes: Vec<String>,
 }
 
 /// One member pod as its node sees it.
@@ -100,8 +104,10 @@ impl NodeAccess {
             .await
             .map_err(|e| format!("listing nodes: {e}"))?;
         let mut cluster: Option<String> = None;
+        let mut names = Vec::new();
         for node in &list.items {
             let name = node.name_any();
+            names.push(name.clone());
             let label = docker(&[
                 "inspect",
                 "--format",
@@ -124,8 +130,57 @@ impl NodeAccess {
             }
         }
         cluster
-            .map(|cluster| NodeAccess { cluster })
+            .map(|cluster| NodeAccess {
+                cluster,
+                nodes: names,
+            })
             .ok_or_else(|| "the cluster lists no node".to_string())
+    }
+
+    /// The nodes whose container runtime lacks `image`.
+    pub async fn nodes_without(&self, image: &str) -> Vec<String> {
+        let mut missing = Vec::new();
+        for node in &self.nodes {
+            if docker(&["exec", node, "crictl", "inspecti", "-q", image])
+                .await
+                .is_err()
+            {
+                missing.push(node.clone());
+            }
+        }
+        missing
+    }
+
+    /// Loads `image` from the local Docker engine into every node, as
+    /// `kind load docker-image` does.
+    pub async fn load_image(&self, image: &str) -> Result<(), String> {
+        docker(&["image", "inspect", image])
+            .await
+            .map_err(|_| format!("image {image} is not in the local Docker engine either"))?;
+        let kind = super::profile::kind_cache().join("bin/kind");
+        let kind = if kind.is_file() {
+            kind.display().to_string()
+        } else {
+            "kind".to_string()
+        };
+        let run = tokio::process::Command::new(&kind)
+            .args(["load", "docker-image", image, "--name", &self.cluster])
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(IMAGE_LOAD_TIMEOUT, run)
+            .await
+            .map_err(|_| {
+                format!("{kind} load docker-image {image}: no end within {IMAGE_LOAD_TIMEOUT:?}")
+            })?
+            .map_err(|e| format!("running {kind}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{kind} load docker-image {image}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     /// Where the member container of `pod` runs, or why it cannot be reached.

@@ -35,7 +35,123 @@ pub type PodViews = Arc<Mutex<BTreeMap<String, PodView>>>;
 /// Whether the next start of a slot's container finds data in its volume.
 pub type DataState = Arc<Mutex<BTreeMap<String, bool>>>;
 
+/// Problems of the cluster, not the operator, per pod: what was seen, since
+/// when, and how long it may last before it ends the run.
+pub type EnvProblems = Arc<Mutex<BTreeMap<String, EnvProblem>>>;
+
+#[derive(Debug, Clone)]
+pub struct EnvProblem {
+    pub what: String,
+    pub since: std::time::Instant,
+    pub grace: std::time::Duration,
+}
+
+/// Container waiting reasons no operator can fix: the image or the pod's
+/// own configuration is missing. Without a registry they never clear.
+const IMAGE_OR_CONFIG: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+];
+/// How long such a reason may show before the run ends.
+const IMAGE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+/// Scheduling and mounting can fail for a moment while a volume is
+/// provisioned; lasting this long, they are the cluster's problem.
+const PLACEMENT_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Notes (or clears) a pod's environment problem, keeping when it began.
+fn note_problem(problems: &EnvProblems, pod: &str, problem: Option<(String, std::time::Duration)>) {
+    let Ok(mut problems) = problems.lock() else {
+        return;
+    };
+    match problem {
+        None => {
+            problems.remove(pod);
+        }
+        Some((what, grace)) => {
+            let since = problems
+                .get(pod)
+                .map_or_else(std::time::Instant::now, |p| p.since);
+            problems.insert(pod.to_string(), EnvProblem { what, since, grace });
+        }
+    }
+}
+
+/// The environment problem a pod's status shows, if any.
+fn problem_of(pod: &Pod, container: &str) -> Option<(String, std::time::Duration)> {
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    let status = pod.status.as_ref()?;
+    let waiting = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter(|c| c.name == container)
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref());
+    if let Some(waiting) = waiting
+        && let Some(reason) = waiting.reason.as_deref()
+        && IMAGE_OR_CONFIG.contains(&reason)
+    {
+        return Some((
+            format!(
+                "pod {name}: {reason}: {}",
+                waiting.message.as_deref().unwrap_or("")
+            ),
+            IMAGE_GRACE,
+        ));
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
+        .map(|c| {
+            (
+                format!(
+                    "pod {name}: Unschedulable: {}",
+                    c.message.as_deref().unwrap_or("")
+                ),
+                PLACEMENT_GRACE,
+            )
+        })
+}
+
+/// Watches the run namespace's events for a pod's volume that cannot be
+/// mounted; a pod whose container runs clears its problem.
+pub fn watch_mount_failures(
+    events: Api<k8s_openapi::api::core::v1::Event>,
+    problems: EnvProblems,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stream = watcher(events, watcher::Config::default()).boxed();
+        while let Ok(Some(event)) = stream.try_next().await {
+            let (watcher::Event::Apply(e) | watcher::Event::InitApply(e)) = event else {
+                continue;
+            };
+            if e.reason.as_deref() != Some("FailedMount")
+                || e.involved_object.kind.as_deref() != Some("Pod")
+            {
+                continue;
+            }
+            let Some(pod) = e.involved_object.name.as_deref() else {
+                continue;
+            };
+            let what = format!(
+                "pod {pod}: FailedMount: {}",
+                e.message.as_deref().unwrap_or("").trim()
+            );
+            note_problem(&problems, pod, Some((what, PLACEMENT_GRACE)));
+        }
+    })
+}
+
 /// Watches member pods; returns the task, which runs until aborted.
+#[allow(clippy::too_many_arguments)]
 pub fn watch_pods(
     pods: Api<Pod>,
     selector: String,
@@ -43,6 +159,7 @@ pub fn watch_pods(
     recorder: Arc<Recorder>,
     views: PodViews,
     has_data: DataState,
+    problems: EnvProblems,
     book: Arc<SlotBook>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -71,6 +188,15 @@ pub fn watch_pods(
                 continue;
             };
             book.admit(&name);
+            let running = views
+                .lock()
+                .ok()
+                .and_then(|v| v.get(&name).map(|v| v.running))
+                .unwrap_or(false);
+            let problem = problem_of(&pod, &container);
+            if problem.is_some() || running {
+                note_problem(&problems, &name, problem);
+            }
             for step in observe_pod(&pod, &container, &views, &has_data) {
                 match step {
                     Seen::Event(kind) => recorder.record(kind),

@@ -516,6 +516,12 @@ impl Substrate for ProcessSubstrate {
                 jitter,
             } => self.links.delay(slot, peers, *latency, *jitter),
             Op::Undelay { slot } => self.links.undelay(slot),
+            Op::Stall { .. } => {
+                return Err(SubstrateError::Unsupported {
+                    op: "stall (the driver arms it)",
+                    substrate: "process",
+                });
+            }
             Op::CrashSubject => {
                 return Err(SubstrateError::Unsupported {
                     op: "crash-subject",
