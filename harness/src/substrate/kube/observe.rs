@@ -35,8 +35,9 @@ pub type PodViews = Arc<Mutex<BTreeMap<String, PodView>>>;
 /// Whether the next start of a slot's container finds data in its volume.
 pub type DataState = Arc<Mutex<BTreeMap<String, bool>>>;
 
-/// Problems of the cluster, not the operator, per pod: what was seen, since
-/// when, and how long it may last before it ends the run.
+/// Problems of the cluster, not the operator, per pod and source
+/// (`<pod>/status`, `<pod>/mount`): what was seen, since when, and how long
+/// it may last before it ends the run.
 pub type EnvProblems = Arc<Mutex<BTreeMap<String, EnvProblem>>>;
 
 #[derive(Debug, Clone)]
@@ -145,7 +146,11 @@ pub fn watch_mount_failures(
                 "pod {pod}: FailedMount: {}",
                 e.message.as_deref().unwrap_or("").trim()
             );
-            note_problem(&problems, pod, Some((what, PLACEMENT_GRACE)));
+            note_problem(
+                &problems,
+                &format!("{pod}/mount"),
+                Some((what, PLACEMENT_GRACE)),
+            );
         }
     })
 }
@@ -188,14 +193,24 @@ pub fn watch_pods(
                 continue;
             };
             book.admit(&name);
-            let running = views
-                .lock()
-                .ok()
-                .and_then(|v| v.get(&name).map(|v| v.running))
-                .unwrap_or(false);
-            let problem = problem_of(&pod, &container);
-            if problem.is_some() || running {
-                note_problem(&problems, &name, problem);
+            // What the pod's status shows follows every update; a mount
+            // failure (an event) clears once the container runs.
+            note_problem(
+                &problems,
+                &format!("{name}/status"),
+                problem_of(&pod, &container),
+            );
+            let running = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c.name == container && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                    })
+                });
+            if running {
+                note_problem(&problems, &format!("{name}/mount"), None);
             }
             for step in observe_pod(&pod, &container, &views, &has_data) {
                 match step {
