@@ -11,7 +11,7 @@ pub const INVARIANT: Invariant = Invariant {
                   (the profile's status path) equals the number of started members in the \
                   member list (none, when no member process runs any more); a settled step \
                   gives the status a grace (10 s, or the profile's) to catch up before it ends. \
-                  Traces without operator status pass.",
+                  Traces without operator status have nothing to judge (n/a).",
     check,
 };
 
