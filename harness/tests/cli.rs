@@ -224,11 +224,12 @@ fn certify_without_a_subject_is_bad_input() {
 /// The bundles behind docs/findings.md: seal intact, every recorded verdict
 /// reproduced, and the failures it reports (exit 1).
 #[rstest::rstest]
-#[case::static_statefulset("statefulset-static-kind-v1.34.4.tar.gz", 96, 5, "I3,I7,I8,I9")]
-#[case::coreos_etcd_operator("coreos-etcd-operator-v0.9.4-kind-v1.34.4.tar.gz", 100, 2, "I3,I8,I9")]
+#[case::static_statefulset("statefulset-static-kind-v1.34.4.tar.gz", 103, 17, 6, "I3,I7,I8,I9,C1")]
+#[case::coreos_etcd_operator("coreos-etcd-operator-v0.9.4-kind-v1.34.4.tar.gz", 100, 16, 2, "I3,I8,I9")]
 fn the_committed_kubernetes_findings_bundles_recheck_offline(
     #[case] file: &str,
     #[case] sealed: usize,
+    #[case] runs: usize,
     #[case] not_passing: usize,
     #[case] violated: &str,
 ) {
@@ -244,11 +245,25 @@ fn the_committed_kubernetes_findings_bundles_recheck_offline(
     );
     assert!(
         text.contains(&format!(
-            "16 runs re-checked: {not_passing} not passing, 0 differing"
+            "{runs} runs re-checked: {not_passing} not passing, 0 differing"
         )),
         "{text}"
     );
     assert!(text.contains(violated), "{text}");
+    // D1 judged real writes in every scenario, on Kubernetes too.
+    let scratch = raftcert::sys::TempDir::new("raftcert-cli-test").expect("temp dir");
+    let root = raftcert::report::bundle::unpack(&bundle, scratch.path()).expect("unpack");
+    let results = raftcert::report::load_results(&root.join("results.json")).expect("results");
+    for run in &results.runs {
+        let d1 = run
+            .verdicts
+            .iter()
+            .find(|v| v.invariant == "D1")
+            .unwrap_or_else(|| panic!("{}: no D1 verdict", run.scenario));
+        let acked = d1.metrics.get("acked_writes").copied().unwrap_or(0.0);
+        assert!(acked > 0.0, "{}: D1 checked no write", run.scenario);
+        assert_eq!(d1.not_applicable, None, "{}", run.scenario);
+    }
 }
 
 #[test]
