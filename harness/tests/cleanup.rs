@@ -1,12 +1,10 @@
 //! Nothing outlives a run: not after a panic in the middle of a run, not
 //! after Ctrl-C of the CLI. No process, no bound port, no temporary data.
 
-use raftcert::driver::{RunSpec, run_scenario};
-use raftcert::engine::EngineChoice;
-use raftcert::engine::EngineKind;
-use raftcert::engine::provision;
+mod common;
+
+use raftcert::driver::run_scenario;
 use raftcert::model::{Action, Observation};
-use raftcert::scenario::model::Suite;
 use raftcert::subject::SubjectChoice;
 use raftcert::subject::deployer::strategies;
 use raftcert::subject::deployer::{Deployer, DeployerError};
@@ -111,38 +109,18 @@ impl Deployer for PanicsAfterBootstrap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_mid_run_leaves_nothing_behind() {
-    let suite = Arc::new(Suite::builtin().expect("built-in suite"));
-    let scenario = suite
-        .scenarios
-        .iter()
-        .find(|s| s.name == "bootstrap-3")
-        .cloned()
-        .expect("bootstrap-3 in the suite");
-    let engine = provision::provision(EngineKind::Etcd, "3.5.1")
-        .await
-        .expect("etcd 3.5.1");
-    let rel_dir = "cleanup-panic".to_string();
-    let dir = output_dir().join(&rel_dir);
-    let spec = RunSpec {
-        suite,
-        scenario,
-        subject: SubjectChoice::Custom {
-            name: "panics".into(),
-            factory: Arc::new(|ctx| {
-                let inner = strategies::find("static")
-                    .expect("static strategy")
-                    .build(ctx);
-                Box::new(PanicsAfterBootstrap { inner, calls: 0 })
-            }),
-        },
-        engine: EngineChoice::Installed(engine),
-        substrate: Default::default(),
-        tls: false,
-        seed: 7,
-        dir: dir.clone(),
-        rel_dir,
-        run_id: "cleanup-panic".into(),
+    let rel_dir = "cleanup-panic";
+    let dir = output_dir().join(rel_dir);
+    let subject = SubjectChoice::Custom {
+        name: "panics".into(),
+        factory: Arc::new(|ctx| {
+            let inner = strategies::find("static")
+                .expect("static strategy")
+                .build(ctx);
+            Box::new(PanicsAfterBootstrap { inner, calls: 0 })
+        }),
     };
+    let spec = common::builtin_run("bootstrap-3", subject, dir.clone(), rel_dir, 7).await;
     let prefix = format!("raftcert-run-{}-", std::process::id());
     let before = temp_dirs_with_prefix(&prefix);
     let joined = tokio::spawn(run_scenario(spec, None)).await;

@@ -2,12 +2,11 @@
 //! exist, or a port another process holds, ends the run as an `error` that
 //! says so at once, with no verdict on the subject.
 
-use raftcert::driver::{RunSpec, run_scenario};
-use raftcert::engine::provision;
-use raftcert::engine::{EngineChoice, EngineKind};
+mod common;
+
+use raftcert::driver::run_scenario;
 use raftcert::model::{Action, Observation};
 use raftcert::report::{RunResult, RunStatus};
-use raftcert::scenario::model::Suite;
 use raftcert::subject::SubjectChoice;
 use raftcert::subject::deployer::strategies;
 use raftcert::subject::deployer::{Deployer, DeployerError};
@@ -38,42 +37,25 @@ async fn bootstrap_3_with(
     name: &str,
     edit: Arc<dyn Fn(&mut raftcert::model::Spec) + Send + Sync>,
 ) -> RunResult {
-    let suite = Arc::new(Suite::builtin().expect("built-in suite"));
-    let scenario = suite
-        .scenarios
-        .iter()
-        .find(|s| s.name == "bootstrap-3")
-        .cloned()
-        .expect("bootstrap-3");
-    let engine = provision::provision(EngineKind::Etcd, "3.5.1")
-        .await
-        .expect("etcd 3.5.1");
     let rel_dir = format!("environment-{name}");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/raftcert-test-runs")
         .join(&rel_dir);
-    let spec = RunSpec {
-        suite,
-        scenario,
-        subject: SubjectChoice::Custom {
-            name: name.into(),
-            factory: Arc::new(move |ctx| {
-                let inner = strategies::find("static").expect("static").build(ctx);
-                Box::new(EditsM0 {
-                    inner,
-                    edit: edit.clone(),
-                })
-            }),
-        },
-        engine: EngineChoice::Installed(engine),
-        substrate: Default::default(),
-        tls: false,
-        seed: 5,
-        dir,
-        rel_dir,
-        run_id: format!("environment-{name}"),
+    let subject = SubjectChoice::Custom {
+        name: name.into(),
+        factory: Arc::new(move |ctx| {
+            let inner = strategies::find("static").expect("static").build(ctx);
+            Box::new(EditsM0 {
+                inner,
+                edit: edit.clone(),
+            })
+        }),
     };
-    run_scenario(spec, None).await
+    run_scenario(
+        common::builtin_run("bootstrap-3", subject, dir, &rel_dir, 5).await,
+        None,
+    )
+    .await
 }
 
 fn assert_environment_error(result: &RunResult, needle: &str) {

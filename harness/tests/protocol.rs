@@ -1,16 +1,13 @@
 //! Deployer protocol v1 errors: each ends the run as `error` (not `fail`),
 //! with a clear message, and leaves no process behind.
 
-use raftcert::driver::{RunSpec, run_scenario};
-use raftcert::engine::EngineChoice;
-use raftcert::engine::EngineKind;
-use raftcert::engine::provision;
+mod common;
+
+use raftcert::driver::run_scenario;
 use raftcert::report::RunStatus;
-use raftcert::scenario::model::Suite;
 use raftcert::subject::SubjectChoice;
 use rstest::rstest;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn scratch(name: &str) -> PathBuf {
@@ -55,31 +52,12 @@ async fn protocol_error_is_an_error_run_with_nothing_left(
     let dir = scratch(&format!("protocol-{name}"));
     let path = dir.join(format!("{name}-deployer.py"));
     std::fs::write(&path, script).expect("write deployer");
-    let suite = Arc::new(Suite::builtin().expect("built-in suite"));
-    let scenario = suite
-        .scenarios
-        .iter()
-        .find(|s| s.name == "bootstrap-3")
-        .cloned()
-        .expect("bootstrap-3");
-    let engine = provision::provision(EngineKind::Etcd, "3.5.1")
-        .await
-        .expect("etcd 3.5.1");
-    let spec = RunSpec {
-        suite,
-        scenario,
-        subject: SubjectChoice::External {
-            command: format!("python3 {}", path.display()),
-            timeout: Duration::from_secs(2),
-        },
-        engine: EngineChoice::Installed(engine),
-        substrate: Default::default(),
-        tls: false,
-        seed: 1,
-        dir: dir.join("run"),
-        rel_dir: "run".into(),
-        run_id: format!("protocol-{name}"),
+    let subject = SubjectChoice::External {
+        command: format!("python3 {}", path.display()),
+        timeout: Duration::from_secs(2),
     };
+    let mut spec = common::builtin_run("bootstrap-3", subject, dir.join("run"), "run", 1).await;
+    spec.run_id = format!("protocol-{name}");
     let result = run_scenario(spec, None).await;
     assert_eq!(result.status, RunStatus::Error, "{result:?}");
     let error = result.error.unwrap_or_default();

@@ -402,6 +402,17 @@ impl FaultArgs {
         fault.check(self)
     }
 
+    /// The arguments as `fault` takes them, checked: a partition written
+    /// with `member:` (as `inject: { fault: isolate, member: follower }`
+    /// reads) cuts that member off.
+    pub fn for_fault(mut self, fault: &dyn Fault, mid_step: bool) -> Result<FaultArgs, String> {
+        if fault.targeting() == Targeting::Isolate && self.isolate.is_none() {
+            self.isolate = self.member.take().map(IsolateSet::One);
+        }
+        self.check_for(fault, mid_step)?;
+        Ok(self)
+    }
+
     /// The selectors a driver resolves, in order.
     pub fn selectors(&self) -> Vec<MemberSelector> {
         match (self.isolate, self.member) {

@@ -1,7 +1,7 @@
 //! Scenario suites as YAML: declarative steps with settle deadlines.
 
 use crate::faults::select::{IsolateSet, MemberSelector};
-use crate::faults::{self, FaultArgs, FaultRef, Targeting};
+use crate::faults::{self, FaultArgs, FaultRef};
 use crate::util::parse_duration;
 use crate::util::{Dur, yaml_error_text};
 use serde::Deserialize;
@@ -82,19 +82,15 @@ struct RawInject {
 impl TryFrom<RawInject> for Inject {
     type Error = String;
     fn try_from(raw: RawInject) -> Result<Self, Self::Error> {
-        let mut args = FaultArgs {
+        let args = FaultArgs {
             member: raw.member,
             isolate: raw.isolate,
             duration: raw.duration.map(|d| d.0),
             latency: raw.latency.map(|d| d.0),
             jitter: raw.jitter.map(|d| d.0),
             when: raw.when,
-        };
-        // `fault: isolate, member: follower` cuts that member off.
-        if raw.fault.targeting() == Targeting::Isolate && args.isolate.is_none() {
-            args.isolate = args.member.take().map(IsolateSet::One);
         }
-        args.check_for(raw.fault.0, true)?;
+        .for_fault(raw.fault.0, true)?;
         Ok(Inject {
             after: raw.after,
             fault: raw.fault,
@@ -221,11 +217,10 @@ impl<'de> Visitor<'de> for StepVisitor {
                             known.join(", ")
                         )));
                     };
-                    let mut args: FaultArgs = map.next_value()?;
-                    if fault.targeting() == Targeting::Isolate && args.isolate.is_none() {
-                        args.isolate = args.member.take().map(IsolateSet::One);
-                    }
-                    args.check_for(fault.0, false).map_err(de::Error::custom)?;
+                    let args = map
+                        .next_value::<FaultArgs>()?
+                        .for_fault(fault.0, false)
+                        .map_err(de::Error::custom)?;
                     actions.push(StepAction::Fault(fault, args));
                 }
             }

@@ -997,17 +997,12 @@ impl Substrate for DockerSubstrate {
     fn slots(&self) -> Vec<SlotState> {
         self.slots
             .iter()
-            .map(|s| SlotState {
-                ready: s.state.phase == Phase::Running,
-                ..s.state.clone()
-            })
+            .map(|s| s.state.ready_when_running())
             .collect()
     }
 
     fn has_data(&self, slot: &SlotState) -> bool {
-        std::fs::read_dir(&slot.data_dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
+        super::dir_has_data(&slot.data_dir)
     }
 
     async fn tick(&mut self) {

@@ -75,7 +75,22 @@ pub struct SlotState {
     pub incarnation: u64,
 }
 
+/// Whether a directory on the host holds anything (a local slot's data).
+pub(crate) fn dir_has_data(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
 impl SlotState {
+    /// A local member is ready as soon as it runs (there is no probe).
+    pub(crate) fn ready_when_running(&self) -> SlotState {
+        SlotState {
+            ready: self.phase == Phase::Running,
+            ..self.clone()
+        }
+    }
+
     /// Starts and wipes need a slot with no process.
     pub fn expect_empty(&self) -> Result<(), SubstrateError> {
         if self.phase == Phase::Empty {

@@ -567,10 +567,25 @@ impl Substrate for KubeSubstrate {
         Ok(self.apply_op(op).await?)
     }
 
+    /// Only member pods count (an operator pod's trouble shows in what the
+    /// operator fails to do), and a mount failure ends once its pod runs.
     fn environment_problem(&self) -> Option<String> {
+        let running: Vec<String> = self
+            .views
+            .lock()
+            .ok()?
+            .iter()
+            .filter(|(_, v)| v.running)
+            .map(|(pod, _)| pod.clone())
+            .collect();
         let problems = self.problems.lock().ok()?;
         problems
-            .values()
+            .iter()
+            .filter(|(key, _)| {
+                let (pod, source) = key.rsplit_once('/').unwrap_or((key.as_str(), ""));
+                self.book.contains(pod) && !(source == "mount" && running.iter().any(|r| r == pod))
+            })
+            .map(|(_, p)| p)
             .find(|p| p.since.elapsed() >= p.grace)
             .map(|p| {
                 format!(

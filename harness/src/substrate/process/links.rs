@@ -484,10 +484,8 @@ mod tests {
         assert!(link(Some("m0"), "m2", false).blocked(&rules));
     }
 
-    /// A real connection through a proxy: bytes flow, a cut stalls them,
-    /// and the heal closes the stalled connection.
-    #[tokio::test]
-    async fn a_cut_stalls_a_connection_and_the_heal_closes_it() {
+    /// A server that sends back what it gets; its address.
+    async fn echo_server() -> SocketAddr {
         let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let target = echo.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -498,10 +496,22 @@ mod tests {
                 });
             }
         });
-        let links = Links::new();
+        target
+    }
+
+    /// A loopback address nobody listens on.
+    fn free_address() -> SocketAddr {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let listen = probe.local_addr().expect("addr");
-        drop(probe);
+        probe.local_addr().expect("addr")
+    }
+
+    /// A real connection through a proxy: bytes flow, a cut stalls them,
+    /// and the heal closes the stalled connection.
+    #[tokio::test]
+    async fn a_cut_stalls_a_connection_and_the_heal_closes_it() {
+        let target = echo_server().await;
+        let links = Links::new();
+        let listen = free_address();
         links
             .serve("m1", Port::Client, listen, target)
             .expect("serve");
@@ -538,21 +548,10 @@ mod tests {
     /// ways, and a cut between the two stalls it.
     #[tokio::test]
     async fn a_peer_connection_is_attributed_delayed_and_cut() {
-        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let target = echo.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = echo.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
+        let target = echo_server().await;
         let links = Links::new();
         links.set_owner("m0", Some(nix::unistd::getpgrp().as_raw()));
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let listen = probe.local_addr().expect("addr");
-        drop(probe);
+        let listen = free_address();
         links
             .serve("m1", Port::Peer, listen, target)
             .expect("serve");

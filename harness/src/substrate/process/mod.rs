@@ -119,12 +119,6 @@ pub struct ProcessSubstrate {
     _addresses: AddressPlan,
 }
 
-fn dir_has_data(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-}
-
 impl ProcessSubstrate {
     /// `data_root` holds one data directory per slot; `logs_dir` one log
     /// file per slot. The proxies start listening at once.
@@ -212,7 +206,7 @@ impl ProcessSubstrate {
         if let Some(parent) = slot.state.data_dir.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let had_data = dir_has_data(&slot.state.data_dir);
+        let had_data = super::dir_has_data(&slot.state.data_dir);
         let mut cmd = tokio::process::Command::new(&spec.command);
         cmd.args(&spec.args)
             // Members get a clean environment, as in a container; etcd would
@@ -417,15 +411,12 @@ impl Substrate for ProcessSubstrate {
     fn slots(&self) -> Vec<SlotState> {
         self.slots
             .iter()
-            .map(|s| SlotState {
-                ready: s.state.phase == Phase::Running,
-                ..s.state.clone()
-            })
+            .map(|s| s.state.ready_when_running())
             .collect()
     }
 
     fn has_data(&self, slot: &SlotState) -> bool {
-        dir_has_data(&slot.data_dir)
+        super::dir_has_data(&slot.data_dir)
     }
 
     async fn tick(&mut self) {
