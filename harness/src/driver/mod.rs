@@ -7,6 +7,7 @@
 //! which the invariants then judge.
 
 pub mod poll;
+mod settle;
 mod setup;
 pub mod workload;
 
@@ -733,106 +734,23 @@ impl Driver {
         }
     }
 
-    /// The cluster is as the step wants it, seen after `since`: the subject
-    /// is idle; exactly the wanted members run, ready, each newer than any
-    /// fault that took it away; each reports one same leader in a status
-    /// since `since` and its current start; and the latest member list,
-    /// also fresh, holds exactly their peer URLs as started voters. If not,
-    /// the first thing missing.
+    /// What is still missing for the step to settle, if anything (see
+    /// [`settle::unsettled`]).
     fn unsettled(&self, since: Instant) -> Option<String> {
-        if !self.subject.idle() {
-            return Some("the deployer still acts".into());
-        }
         let slots = self.substrate.slots();
         let wanted = self.substrate.wanted(self.desired);
-        if wanted.len() != self.desired as usize {
-            return Some(format!(
-                "{} of {} wanted members exist",
-                wanted.len(),
-                self.desired
-            ));
-        }
-        let is_wanted = |name: &str| wanted.iter().any(|w| w.name == name);
-        if let Some(surplus) = slots
-            .iter()
-            .find(|s| !is_wanted(&s.info.name) && s.phase != Phase::Empty)
-        {
-            return Some(format!(
-                "{} is not wanted but {:?}",
-                surplus.info.name, surplus.phase
-            ));
-        }
-        let mut leader = None;
-        for slot in slots.iter().filter(|s| is_wanted(&s.info.name)) {
-            let name = &slot.info.name;
-            if slot.phase != Phase::Running || !slot.ready {
-                return Some(format!(
-                    "{name} is {:?}{}",
-                    slot.phase,
-                    if slot.ready { "" } else { ", not ready" }
-                ));
-            }
-            if self
-                .replaced
-                .get(name)
-                .is_some_and(|old| slot.incarnation <= *old)
-            {
-                return Some(format!("{name} has not been replaced since the fault"));
-            }
-            let Some(observed) = self.poller.statuses.get(name) else {
-                return Some(format!("{name} does not answer"));
-            };
-            let status = &observed.status;
-            if observed.at < since || observed.incarnation != slot.incarnation {
-                return Some(format!("{name} has not answered since it started"));
-            }
-            if status.leader == "0" || status.is_learner {
-                return Some(format!(
-                    "{name} {}",
-                    if status.is_learner {
-                        "is a learner"
-                    } else {
-                        "knows no leader"
-                    }
-                ));
-            }
-            match &leader {
-                None => leader = Some(status.leader.clone()),
-                Some(l) if *l != status.leader => {
-                    return Some(format!("{name} follows another leader"));
-                }
-                _ => {}
-            }
-        }
-        let Some(members) = &self.poller.members else {
-            return Some("no member list yet".into());
-        };
-        if members.at < since {
-            return Some("no member list since the step began".into());
-        }
-        let missing: Vec<&str> = wanted
-            .iter()
-            .filter(|slot| {
-                !members.members.iter().any(|m| {
-                    m.is_started() && !m.is_learner && m.peer_urls.contains(&slot.peer_url)
-                })
-            })
-            .map(|s| s.name.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Some(format!(
-                "not started voters in the member list: {}",
-                missing.join(", ")
-            ));
-        }
-        if members.members.len() != wanted.len() {
-            return Some(format!(
-                "the member list has {} members, {} wanted",
-                members.members.len(),
-                wanted.len()
-            ));
-        }
-        None
+        settle::unsettled(
+            &settle::Seen {
+                idle: self.subject.idle(),
+                desired: self.desired,
+                slots: &slots,
+                wanted: &wanted,
+                replaced: &self.replaced,
+                statuses: &self.poller.statuses,
+                members: self.poller.members.as_ref(),
+            },
+            since,
+        )
     }
 
     /// The slot a selector names among the wanted members, if one does now.
