@@ -267,3 +267,78 @@ pub async fn run_matrix(
         certificate: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subject::deployer::strategies;
+
+    fn scenario(name: &str) -> Scenario {
+        Suite::builtin()
+            .expect("built-in suite")
+            .scenarios
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("scenario")
+    }
+
+    #[test]
+    fn processes_host_every_scenario_of_the_built_in_suite() {
+        let subject = SubjectChoice::Builtin(strategies::find("static").expect("static"));
+        for scenario in Suite::builtin().expect("suite").scenarios {
+            assert_eq!(
+                not_covered_because(&scenario, &subject, &SubstrateChoice::Process),
+                None,
+                "{}",
+                scenario.name
+            );
+        }
+    }
+
+    #[test]
+    fn docker_does_not_host_link_delay_and_says_why() {
+        let subject = SubjectChoice::Builtin(strategies::find("static").expect("static"));
+        let docker = SubstrateChoice::Docker { image: None };
+        let why = not_covered_because(&scenario("leader-links-delayed"), &subject, &docker)
+            .expect("not covered");
+        assert!(why.starts_with("delay needs delay: "), "{why}");
+        assert!(why.contains("netem"), "{why}");
+        assert_eq!(
+            not_covered_because(&scenario("leader-partitioned"), &subject, &docker),
+            None
+        );
+    }
+
+    #[test]
+    fn a_plan_lists_what_it_leaves_out_once() {
+        let suite = Arc::new(Suite::builtin().expect("suite"));
+        let subject = SubjectChoice::Builtin(strategies::find("static").expect("static"));
+        let engine = EngineChoice::InImage(crate::engine::EngineRef {
+            kind: crate::engine::EngineKind::Etcd,
+            version: Some("3.5.1".into()),
+        });
+        let plan = plan(PlanRequest {
+            suite: suite.clone(),
+            scenarios: suite.scenarios.clone(),
+            subjects: vec![subject.clone()],
+            engines: vec![engine],
+            substrate: SubstrateChoice::Docker { image: None },
+            tls: false,
+            tls_pass: Some(subject),
+        });
+        assert_eq!(plan.not_covered.len(), 1, "{:?}", plan.not_covered);
+        assert_eq!(plan.not_covered[0].scenario, "leader-links-delayed");
+        let n = suite.scenarios.len() - 1;
+        assert_eq!(
+            plan.entries.len(),
+            2 * n,
+            "the scenarios, then their TLS pass"
+        );
+        // The largest clusters first.
+        let sizes: Vec<u32> = plan.entries[..n]
+            .iter()
+            .map(|e| e.scenario.max_replicas())
+            .collect();
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    }
+}
