@@ -228,13 +228,13 @@ enum Act {
 
 /// A freeze waiting for its moment (`stall`).
 struct Armed {
-    slot: String,
+    member: MemberSelector,
     when: Moment,
     duration: Duration,
     /// Trace position when armed: a member added after it strikes.
     from_seq: usize,
-    /// The slot's incarnation when armed: a newer one is a new start.
-    incarnation: u64,
+    /// Every slot's incarnation when armed: a newer one is a new start.
+    incarnations: BTreeMap<String, u64>,
 }
 
 /// A fault in force, and what takes it back.
@@ -802,7 +802,8 @@ impl Driver {
     /// Resolves a fault's targets, applies its plan and holds its undo.
     async fn inject(&mut self, fault: FaultRef, args: &FaultArgs) -> Result<(), DriveError> {
         let mut members = Vec::new();
-        for selector in args.selectors() {
+        let at_its_moment = fault.targeting() == Targeting::MemberAtItsMoment;
+        for selector in args.selectors().into_iter().filter(|_| !at_its_moment) {
             let slot = self.resolve(selector).await?;
             if !members.contains(&slot) {
                 members.push(slot);
@@ -850,38 +851,47 @@ impl Driver {
             return Ok(());
         }
         let slots = self.substrate.slots();
-        let added = |armed: &Armed| {
-            results
-                .iter()
-                .any(|r| r.ok && matches!(r.action, Action::MemberAdd { .. }))
-                || self.recorder.any_since(armed.from_seq, |e| {
-                    matches!(
-                        e,
-                        EventKind::MembershipApplied {
-                            op: MembershipOp::Add | MembershipOp::AddLearner,
-                            ..
-                        }
-                    )
-                })
-        };
-        let (due, waiting): (Vec<Armed>, Vec<Armed>) = std::mem::take(&mut self.armed)
-            .into_iter()
-            .partition(|a| match a.when {
+        let added_by_call = results
+            .iter()
+            .any(|r| r.ok && matches!(r.action, Action::MemberAdd { .. }));
+        let mut waiting = Vec::new();
+        for armed in std::mem::take(&mut self.armed) {
+            // The member is whoever the selector names now; a member that
+            // does not exist yet (a joiner to be) is waited for.
+            let Ok(Some(slot)) = self.select(armed.member) else {
+                waiting.push(armed);
+                continue;
+            };
+            let struck = match armed.when {
                 Moment::Start => slots.iter().any(|s| {
-                    s.info.name == a.slot
+                    s.info.name == slot
                         && s.phase == Phase::Running
-                        && s.incarnation > a.incarnation
+                        && s.incarnation > armed.incarnations.get(&slot).copied().unwrap_or(0)
                 }),
-                Moment::MemberAdd => added(a),
-            });
-        self.armed = waiting;
-        for armed in due {
-            self.apply(Op::Freeze(armed.slot.clone())).await?;
+                Moment::MemberAdd => {
+                    added_by_call
+                        || self.recorder.any_since(armed.from_seq, |e| {
+                            matches!(
+                                e,
+                                EventKind::MembershipApplied {
+                                    op: MembershipOp::Add | MembershipOp::AddLearner,
+                                    ..
+                                }
+                            )
+                        })
+                }
+            };
+            if !struck {
+                waiting.push(armed);
+                continue;
+            }
+            self.apply(Op::Freeze(slot.clone())).await?;
             self.held.push(Held {
                 until: Some(Instant::now() + armed.duration),
-                undo: vec![Op::Thaw(armed.slot)],
+                undo: vec![Op::Thaw(slot)],
             });
         }
+        self.armed.extend(waiting);
         Ok(())
     }
 
@@ -911,20 +921,20 @@ impl Driver {
                 self.subject.crash().await?;
             }
             Op::Stall {
-                slot,
+                member,
                 when,
                 duration,
             } => self.armed.push(Armed {
-                slot: slot.clone(),
+                member: *member,
                 when: *when,
                 duration: *duration,
                 from_seq: self.recorder.recorded(),
-                incarnation: self
+                incarnations: self
                     .substrate
                     .slots()
-                    .iter()
-                    .find(|s| s.info.name == *slot)
-                    .map_or(0, |s| s.incarnation),
+                    .into_iter()
+                    .map(|s| (s.info.name, s.incarnation))
+                    .collect(),
             }),
             _ => self.substrate.apply(&op).await?,
         }

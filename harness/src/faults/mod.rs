@@ -65,6 +65,9 @@ pub enum Targeting {
     Nothing,
     /// One member, by `member:` (or the bare selector).
     Member,
+    /// One member, named by `member:` but found only when the fault's
+    /// moment comes (a joiner that does not exist yet when it is armed).
+    MemberAtItsMoment,
     /// A set of members cut off from the rest, by `isolate:`.
     Isolate,
     /// Every member the step wants.
@@ -221,10 +224,11 @@ pub enum Op {
     Undelay {
         slot: String,
     },
-    /// Arms a freeze of `slot` for `duration`, at `when`: the driver waits
-    /// for that moment, then freezes (`Op::Freeze`) and thaws after.
+    /// Arms a freeze of `member` for `duration`, at `when`: the driver
+    /// waits for that moment, finds the member then, freezes it
+    /// (`Op::Freeze`) and thaws it after.
     Stall {
-        slot: String,
+        member: MemberSelector,
         when: Moment,
         duration: Duration,
     },
@@ -262,9 +266,8 @@ impl Op {
             | Op::Disconnect(s)
             | Op::Reconnect(s)
             | Op::Delay { slot: s, .. }
-            | Op::Undelay { slot: s }
-            | Op::Stall { slot: s, .. } => Some(s),
-            Op::Cut { .. } | Op::Heal | Op::CrashSubject => None,
+            | Op::Undelay { slot: s } => Some(s),
+            Op::Cut { .. } | Op::Heal | Op::CrashSubject | Op::Stall { .. } => None,
         }
     }
 
@@ -359,10 +362,12 @@ impl FaultArgs {
     pub fn check_for(&self, fault: &dyn Fault, mid_step: bool) -> Result<(), String> {
         let name = fault.name();
         match fault.targeting() {
-            Targeting::Member if self.member.is_none() && self.isolate.is_none() => {
+            Targeting::Member | Targeting::MemberAtItsMoment
+                if self.member.is_none() && self.isolate.is_none() =>
+            {
                 return Err(format!("{name} needs a member"));
             }
-            Targeting::Member if self.isolate.is_some() => {
+            Targeting::Member | Targeting::MemberAtItsMoment if self.isolate.is_some() => {
                 return Err(format!("{name} takes member:, not isolate:"));
             }
             Targeting::Isolate if self.member.is_none() && self.isolate.is_none() => {
@@ -539,8 +544,11 @@ mod tests {
         };
         for fault in registry() {
             let args = FaultArgs {
-                member: matches!(fault.targeting(), Targeting::Member)
-                    .then_some(MemberSelector::Leader),
+                member: matches!(
+                    fault.targeting(),
+                    Targeting::Member | Targeting::MemberAtItsMoment
+                )
+                .then_some(MemberSelector::Leader),
                 isolate: matches!(fault.targeting(), Targeting::Isolate)
                     .then_some(IsolateSet::One(MemberSelector::Leader)),
                 duration: fault.held().then_some(Duration::from_secs(1)),
@@ -559,7 +567,14 @@ mod tests {
                     fault.name()
                 );
             }
-            assert_eq!(fault.held(), !plan.undo.is_empty(), "{}", fault.name());
+            // A held fault has an undo, unless it waits for its moment (the
+            // driver holds what it strikes then).
+            assert_eq!(
+                fault.held() && !fault.waits(),
+                !plan.undo.is_empty(),
+                "{}",
+                fault.name()
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 //! its cluster version, an add before the first joiner has started), hit
 //! on purpose rather than by load.
 
-use super::{Fault, FaultArgs, Op, Plan, Primitive, Targeting, Targets, the_member};
+use super::{Fault, FaultArgs, Op, Plan, Primitive, Targeting, Targets};
 
 pub struct Stall;
 
@@ -16,7 +16,8 @@ impl Fault for Stall {
         "freeze a member for a while right after its next start, or right after the next member add"
     }
     fn targeting(&self) -> Targeting {
-        Targeting::Member
+        // A member that starts later may not exist when the stall is armed.
+        Targeting::MemberAtItsMoment
     }
     fn held(&self) -> bool {
         true
@@ -27,16 +28,16 @@ impl Fault for Stall {
     fn primitives(&self) -> &'static [Primitive] {
         &[Primitive::Freeze]
     }
-    fn plan(&self, args: &FaultArgs, targets: &Targets) -> Plan {
-        let slot = the_member(targets);
+    /// The freeze, and its thaw `for:` later, are the driver's to apply
+    /// once the moment comes (`Op::Stall`), so nothing here is held.
+    fn plan(&self, args: &FaultArgs, _: &Targets) -> Plan {
         Plan {
             apply: vec![Op::Stall {
-                slot: slot.clone(),
+                member: args.member.unwrap_or(super::select::MemberSelector::Random),
                 when: args.when.unwrap_or(super::Moment::Start),
                 duration: args.duration.unwrap_or_default(),
             }],
-            // Thawed at the step's end too, if the moment came late.
-            undo: vec![Op::Thaw(slot)],
+            undo: Vec::new(),
         }
     }
 }
