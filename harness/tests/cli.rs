@@ -227,10 +227,10 @@ fn certify_without_a_subject_is_bad_input() {
 #[case::static_statefulset("statefulset-static-kind-v1.34.4.tar.gz", 103, 17, 6, "I3,I7,I8,I9,C1")]
 #[case::coreos_etcd_operator(
     "coreos-etcd-operator-v0.9.4-kind-v1.34.4.tar.gz",
-    100,
-    16,
-    2,
-    "I3,I8,I9"
+    106,
+    17,
+    5,
+    "I3,I8,I9,D1,C1"
 )]
 fn the_committed_kubernetes_findings_bundles_recheck_offline(
     #[case] file: &str,
