@@ -197,12 +197,15 @@ impl Links {
 
     /// Listens on `listen` (a member's advertised address) and forwards
     /// every connection to `target` (where the member really listens).
+    /// `lease` is held for as long as the listener is open (the run's
+    /// address lease: no other run may get these addresses before then).
     pub fn serve(
         &self,
         slot: &str,
         port: Port,
         listen: SocketAddr,
         target: SocketAddr,
+        lease: impl Send + 'static,
     ) -> std::io::Result<()> {
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
@@ -211,6 +214,7 @@ impl Links {
         let owners = self.owners.clone();
         let slot = slot.to_string();
         let task = tokio::spawn(async move {
+            let _lease = lease;
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
@@ -241,6 +245,26 @@ impl Links {
             .unwrap_or_else(|p| p.into_inner())
             .push(task);
         Ok(())
+    }
+}
+
+impl Links {
+    /// Stops every proxy and waits until its listener and connections are
+    /// closed, so the addresses are free when this returns (an abort alone
+    /// closes them later, on the runtime's time).
+    pub async fn close(&self) {
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -513,7 +537,7 @@ mod tests {
         let links = Links::new();
         let listen = free_address();
         links
-            .serve("m1", Port::Client, listen, target)
+            .serve("m1", Port::Client, listen, target, ())
             .expect("serve");
         let mut client = TcpStream::connect(listen).await.expect("connect");
         client.write_all(b"ping").await.expect("write");
@@ -553,7 +577,7 @@ mod tests {
         links.set_owner("m0", Some(nix::unistd::getpgrp().as_raw()));
         let listen = free_address();
         links
-            .serve("m1", Port::Peer, listen, target)
+            .serve("m1", Port::Peer, listen, target, ())
             .expect("serve");
         let latency = Duration::from_millis(150);
         links.delay("m0", &["m1".to_string()], latency, Duration::ZERO);

@@ -149,7 +149,7 @@ impl ProcessSubstrate {
                         .map_err(|_| SubstrateError::NoAddresses(info.ordinal + 1))
                 };
                 links
-                    .serve(&info.name, port, at(advertised)?, at(real)?)
+                    .serve(&info.name, port, at(advertised)?, at(real)?, plan.clone())
                     .map_err(|source| SubstrateError::Io {
                         what: "listening on",
                         path: PathBuf::from(format!("{ip}:{advertised}")),
@@ -528,6 +528,9 @@ impl Substrate for ProcessSubstrate {
             self.slots[idx].state.phase = Phase::Empty;
             self.terminate(idx, false).await;
         }
+        // Closed before the address lease goes with the substrate: the
+        // next run given this prefix binds the same addresses.
+        self.links.close().await;
     }
 }
 
@@ -557,5 +560,42 @@ mod tests {
         drop(first);
         let third = AddressPlan::allocate(3, seed).expect("third");
         assert_eq!(third.prefix, freed);
+    }
+
+    /// A run's prefix goes back to the pool only with its proxies closed:
+    /// the next run given it binds the same addresses at once.
+    #[tokio::test]
+    async fn after_shutdown_the_prefix_is_free_and_its_ports_bind_again() {
+        use super::{ProcessSubstrate, Substrate};
+        let seed = 0x5eed_0002;
+        let plan = AddressPlan::allocate(1, seed).expect("plan");
+        let prefix = plan.prefix.clone();
+        let slots = vec![crate::trace::SlotInfo {
+            name: "m0".into(),
+            ordinal: 0,
+            peer_url: format!("http://{}:{}", plan.member_ip(0), super::PEER_PORT),
+            client_url: format!("http://{}:{}", plan.member_ip(0), super::CLIENT_PORT),
+        }];
+        let dir = crate::sys::TempDir::new("raftcert-prefix-test").expect("temp dir");
+        let mut substrate = ProcessSubstrate::new(
+            crate::trace::Recorder::in_memory(),
+            slots.clone(),
+            plan,
+            &dir.path().join("data"),
+            &dir.path().join("logs"),
+        )
+        .expect("substrate");
+        substrate.shutdown().await;
+        drop(substrate);
+        let again = AddressPlan::allocate(1, seed).expect("again");
+        assert_eq!(again.prefix, prefix);
+        ProcessSubstrate::new(
+            crate::trace::Recorder::in_memory(),
+            slots,
+            again,
+            &dir.path().join("data2"),
+            &dir.path().join("logs2"),
+        )
+        .expect("the proxies bind the same addresses");
     }
 }
