@@ -11,7 +11,7 @@ use crate::subject::{Subject, SubjectChoice};
 use crate::substrate::docker::{self, DockerRunConfig, DockerSubstrate};
 use crate::substrate::kube::KubeSubstrate;
 use crate::substrate::process::{AddressPlan, CLIENT_PORT, PEER_PORT, ProcessSubstrate};
-use crate::substrate::{AnySubstrate, SubstrateChoice};
+use crate::substrate::{AnySubstrate, SubstrateChoice, SubstrateError};
 use crate::sys::TempDir;
 use crate::trace::{Recorder, SlotInfo};
 use std::time::Duration;
@@ -20,6 +20,8 @@ use std::time::Duration;
 /// longer to open than a loopback connection.
 const POLL_TIMEOUT: Duration = Duration::from_millis(800);
 const KUBE_POLL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many loopback prefixes a process run tries before giving up.
+const ADDRESS_ATTEMPTS: u32 = 3;
 
 pub(super) struct Ready {
     pub substrate: AnySubstrate,
@@ -117,29 +119,46 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
     };
     let (substrate, slots, service_ip, binary, tls) = match &spec.substrate {
         SubstrateChoice::Process => {
-            let plan = AddressPlan::allocate(replicas, spec.seed ^ crate::util::unique_suffix())?;
-            let slots = process_slots(&plan, replicas, spec.tls);
-            let tls = generate_tls(
-                slots
-                    .iter()
-                    .map(|s| {
-                        let sans = vec![
-                            plan.member_ip(s.ordinal),
-                            "localhost".to_string(),
-                            s.name.clone(),
-                        ];
-                        (s.name.clone(), sans)
-                    })
-                    .collect(),
-            )?;
-            let service_ip = plan.service_ip();
-            let substrate = ProcessSubstrate::new(
-                recorder.clone(),
-                slots.clone(),
-                plan,
-                &scratch.path().join("data"),
-                &logs_dir,
-            )?;
+            // Free addresses are probed, then bound: another process may
+            // take one in between. Nothing runs yet, so other addresses
+            // are taken instead.
+            let mut attempt = 1;
+            let (substrate, slots, service_ip, tls) = loop {
+                let plan =
+                    AddressPlan::allocate(replicas, spec.seed ^ crate::util::unique_suffix())?;
+                let slots = process_slots(&plan, replicas, spec.tls);
+                let tls = generate_tls(
+                    slots
+                        .iter()
+                        .map(|s| {
+                            let sans = vec![
+                                plan.member_ip(s.ordinal),
+                                "localhost".to_string(),
+                                s.name.clone(),
+                            ];
+                            (s.name.clone(), sans)
+                        })
+                        .collect(),
+                )?;
+                let service_ip = plan.service_ip();
+                match ProcessSubstrate::new(
+                    recorder.clone(),
+                    slots.clone(),
+                    plan,
+                    &scratch.path().join("data"),
+                    &logs_dir,
+                ) {
+                    Ok(substrate) => break (substrate, slots, service_ip, tls),
+                    Err(SubstrateError::Io { path, source, .. })
+                        if source.kind() == std::io::ErrorKind::AddrInUse
+                            && attempt < ADDRESS_ATTEMPTS =>
+                    {
+                        tracing::warn!("{}: {source}; taking other addresses", path.display());
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             (
                 AnySubstrate::Process(Box::new(substrate)),
                 slots,

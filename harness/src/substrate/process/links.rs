@@ -207,7 +207,13 @@ impl Links {
         target: SocketAddr,
         lease: impl Send + 'static,
     ) -> std::io::Result<()> {
-        let listener = std::net::TcpListener::bind(listen)?;
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                std::io::Error::new(e.kind(), format!("{e}; held by {}", holders_of(listen)))
+            } else {
+                e
+            }
+        })?;
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let rules = self.rules.subscribe();
@@ -409,6 +415,49 @@ fn sender_of(
     })
 }
 
+/// Who holds sockets whose local address is `addr`: each socket's TCP
+/// state and its process, from `/proc` (for an "address in use" error).
+fn holders_of(addr: SocketAddr) -> String {
+    let Some(local) = proc_addr(addr) else {
+        return "unknown".into();
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let sockets: Vec<(String, u64)> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str())).then(|| {
+                let state = fields.get(3).copied().unwrap_or("?").to_string();
+                let inode = fields.get(9).and_then(|i| i.parse().ok()).unwrap_or(0);
+                (state, inode)
+            })
+        })
+        .collect();
+    if sockets.is_empty() {
+        return "no socket in /proc/net/tcp any more".into();
+    }
+    let groups = crate::sys::reaper::processes_by_group();
+    sockets
+        .iter()
+        .map(|(state, inode)| {
+            let owner = groups
+                .values()
+                .flatten()
+                .find(|pid| *inode != 0 && holds(**pid, *inode))
+                .map(|pid| {
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                        .unwrap_or_default();
+                    format!("pid {pid} ({})", cmd.trim())
+                })
+                .unwrap_or_else(|| "no process".into());
+            format!("a socket in TCP state {state} of {owner}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Whether process `pid` has socket `inode` open.
 fn holds(pid: i32, inode: u64) -> bool {
     let wanted = format!("socket:[{inode}]");
@@ -599,5 +648,21 @@ mod tests {
         other.write_all(b"free").await.expect("write");
         other.read_exact(&mut buf).await.expect("echo");
         assert_eq!(&buf, b"free");
+    }
+
+    /// An address someone else listens on: the error names the holder.
+    #[tokio::test]
+    async fn an_address_in_use_names_who_holds_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let err = Links::new()
+            .serve("m0", Port::Peer, addr, free_address(), ())
+            .expect_err("in use");
+        let text = err.to_string();
+        assert!(text.contains("held by a socket in TCP state 0A"), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
     }
 }
