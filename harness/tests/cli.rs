@@ -296,3 +296,40 @@ fn list_names_the_shipped_operator_profiles_with_their_faults() {
         assert!(!line.contains("does not load"), "{line}");
     }
 }
+
+#[test]
+fn an_engine_built_from_source_without_go_names_what_is_missing_and_exits_2() {
+    let cache = scratch("cli-no-go");
+    let out = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .args(["engines", "--provision", "etcd@3.6.5"])
+        .env("RAFTCERT_CACHE", &cache)
+        // No Go on PATH, and a mirror that refuses at once.
+        .env("PATH", "/usr/bin:/bin")
+        .env("RAFTCERT_ETCD_MIRROR", "http://127.0.0.1:1")
+        .output()
+        .expect("run raftcert");
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    let last = lines.last().expect("an error line");
+    assert!(
+        last.contains("go not found on PATH: it is needed for building etcd 3.6.5"),
+        "{lines:?}"
+    );
+    assert!(
+        !cache.join("engines/etcd/3.6.5").exists(),
+        "nothing half-built is left in the cache"
+    );
+}
+
+#[test]
+fn a_run_on_pd_is_refused_in_one_line_until_runs_drive_it() {
+    let out = raftcert(&["run", "--engine", "pd@8.5.7"]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("runs do not drive PD yet"),
+        "{}",
+        lines[0]
+    );
+}

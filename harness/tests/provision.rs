@@ -443,12 +443,23 @@ fn source_tables_and_version_resolution() {
                 Source::PypiWheel => "pypi",
                 Source::Debian => "debian",
                 Source::Tarball { .. } => "tarball",
+                Source::GoModules => "go",
+                Source::PdSources { .. } => "pd-sources",
             })
             .collect()
     };
     assert_eq!(shape("3.5.1"), ["pypi", "tarball"]);
     assert_eq!(shape("3.4.23"), ["debian", "tarball"]);
     assert_eq!(shape("3.5.17"), ["tarball"]);
+    assert_eq!(shape("3.6.5"), ["go", "tarball"]);
+    assert_eq!(shape("3.10.0"), ["go", "tarball"]);
+    let pd_shape = |v: &str| known_sources(raftcert::engine::EngineKind::Pd, v).len();
+    assert_eq!(pd_shape("8.5.7"), 1);
+    assert_eq!(
+        pd_shape("8.5.6"),
+        0,
+        "only the PD releases whose sources are pinned"
+    );
 
     let pinned: EngineRef = "etcd@3.5.1".parse().expect("valid ref");
     assert_eq!(resolve_versions(&pinned), ["3.5.1"]);

@@ -47,7 +47,7 @@ async fn correct_strategy_passes(
     )]
     scenario: &str,
     #[values("seed-join", "static", "discovery", "learner")] strategy: &str,
-    #[values("3.5.1", "3.4.23")] version: &str,
+    #[values("3.6.5", "3.5.1", "3.4.23")] version: &str,
 ) {
     let result = run(SUITE, scenario, strategy, version, false).await;
     assert_eq!(result.status, RunStatus::Pass, "{}", explain(&result));

@@ -13,7 +13,7 @@ async fn example_deployer_passes_every_scenario(
         "sh fixtures/deployers/example.sh"
     )]
     deployer: &str,
-    #[values("3.5.1", "3.4.23")] version: &str,
+    #[values("3.6.5", "3.5.1", "3.4.23")] version: &str,
 ) {
     if deployer.starts_with("sh ") {
         ensure_tool("jq", "jq");

@@ -35,12 +35,14 @@ pub fn list() -> anyhow::Result<ExitCode> {
         println!("  {:<32} {}", s.name, s.summary);
     }
     println!("Engines:");
-    for v in provision::DEFAULT_ETCD_VERSIONS {
-        let state = match provision::installed(EngineKind::Etcd, v) {
-            Some(i) => format!("installed ({})", i.source),
-            None => "not provisioned yet (provisioned on first use)".to_string(),
-        };
-        println!("  etcd@{v:<10} {state}");
+    for kind in EngineKind::ALL {
+        for v in provision::default_versions(kind) {
+            let state = match provision::installed(kind, v) {
+                Some(i) => format!("installed ({})", i.source),
+                None => "not provisioned yet (provisioned on first use)".to_string(),
+            };
+            println!("  {:<14} {state}", format!("{kind}@{v}"));
+        }
     }
     list_profiles(Path::new("fixtures/operators"));
     println!("Invariants:");
@@ -90,23 +92,29 @@ pub async fn engines(to_provision: Vec<String>) -> anyhow::Result<ExitCode> {
         provision_all(&wanted).await?;
     }
     println!("cache: {}", provision::cache_dir().display());
-    let installed = provision::list(EngineKind::Etcd);
-    for v in provision::DEFAULT_ETCD_VERSIONS {
-        if !installed.iter().any(|i| i.version == *v) {
-            let sources: Vec<String> = provision::known_sources(EngineKind::Etcd, v)
-                .iter()
-                .map(|s| s.describe(v))
-                .collect();
-            println!("etcd@{v:<10} available   from {}", sources.join(" or "));
+    for kind in EngineKind::ALL {
+        let installed = provision::list(kind);
+        for v in provision::default_versions(kind) {
+            if !installed.iter().any(|i| i.version == *v) {
+                let sources: Vec<String> = provision::known_sources(kind, v)
+                    .iter()
+                    .map(|s| s.describe(v))
+                    .collect();
+                println!(
+                    "{:<16} available   from {}",
+                    format!("{kind}@{v}"),
+                    sources.join(" or ")
+                );
+            }
         }
-    }
-    for i in installed {
-        println!(
-            "etcd@{:<10} installed   {} ({})",
-            i.version,
-            i.server.display(),
-            i.source
-        );
+        for i in installed {
+            println!(
+                "{:<16} installed   {} ({})",
+                format!("{kind}@{}", i.version),
+                i.server.display(),
+                i.source
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

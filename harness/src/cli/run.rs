@@ -4,7 +4,7 @@
 //! even after Ctrl-C.
 
 use super::progress::progress_listener;
-use super::{bad, deployer_timeout, load_suite, parse_engines, provision_all, write_report};
+use super::{bad, deployer_timeout, load_suite, provision_all, runnable_engines, write_report};
 use anyhow::Context;
 use raftcert::engine::{EngineChoice, EngineRef};
 use raftcert::matrix::{self, PlanRequest};
@@ -244,7 +244,7 @@ async fn choose(
         }
         local => {
             let subjects = local_subjects(args)?;
-            let installs = provision_all(&parse_engines(&args.engines)?).await?;
+            let installs = provision_all(&runnable_engines(&args.engines)?).await?;
             let substrate = match local {
                 BackendArg::Docker => SubstrateChoice::Docker {
                     image: args.image.clone(),

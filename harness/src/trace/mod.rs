@@ -143,6 +143,15 @@ pub enum EngineErrorClass {
     PeerUrlsMismatch,
     /// A listener could not bind: the machine's fault, not the subject's.
     AddressInUse,
+    /// PD: a member of this name is registered already (its data is gone).
+    DuplicatedMember,
+    /// PD: `--join` named the member itself.
+    JoinSelf,
+    /// PD: a member added but never started blocks every later join.
+    UnstartedMemberBlocksJoin,
+    /// The cluster refused a membership change while not all members were
+    /// connected (etcd's strict reconfiguration check).
+    UnhealthyCluster,
     Other,
 }
 

@@ -1,0 +1,315 @@
+//! PD: start arguments and startup-log parsing.
+//!
+//! PD logs in pingcap/log's text format, one line per entry:
+//! `[time] [LEVEL] [file:line] ["message"] [key=value] [key="quoted value"]`.
+//! Its embedded etcd logs through the same logger, so etcd's facts
+//! ("starting an etcd server", "added member") keep their field names.
+//! Not wired into runs yet: the driver still speaks etcd only.
+
+use super::etcd::{LogFact, SlotEndpoints, parse_initial_cluster};
+use crate::trace::{EngineErrorClass, MembershipOp, StartConfig};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One parsed log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// What a PD log line shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PdLogFact {
+    /// A fact of the embedded etcd, as for etcd itself.
+    Etcd(LogFact),
+    /// `"PD config"`: the configuration after PD's own join step, so a
+    /// joiner shows the initial cluster PD computed and `existing`.
+    EffectiveConfig {
+        name: String,
+        initial_cluster: BTreeMap<String, Vec<String>>,
+        initial_cluster_state: String,
+        join: String,
+    },
+    /// `"init cluster id"` (this start created it) or `"existed cluster id"`.
+    ClusterId { id: u64, created: bool },
+}
+
+/// The flags every PD member gets whatever the deployer decides. Bootstrap
+/// flags (`--initial-cluster` or `--join`) are the deployer's job.
+pub fn base_args(slot: &SlotEndpoints) -> Vec<String> {
+    vec![
+        format!("--name={}", slot.name),
+        format!("--data-dir={}", slot.data_dir),
+        format!("--peer-urls={}", slot.listen_peer_url),
+        format!("--advertise-peer-urls={}", slot.peer_url),
+        format!("--client-urls={}", slot.listen_client_url),
+        format!("--advertise-client-urls={}", slot.client_url),
+    ]
+}
+
+/// Splits a line into level, message and fields; `None` for lines in
+/// another format (a Go panic, a start script's echo).
+pub fn split_line(line: &str) -> Option<LogLine> {
+    let mut parts = Vec::new();
+    let mut rest = line.trim();
+    while let Some(open) = rest.strip_prefix('[') {
+        let (part, after) = bracketed(open)?;
+        parts.push(part);
+        rest = after.trim_start();
+    }
+    if parts.len() < 4 {
+        return None;
+    }
+    let level = parts[1].clone();
+    let message = unquote(&parts[3]);
+    let fields = parts[4..]
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), unquote(v)))
+        .collect();
+    Some(LogLine {
+        level,
+        message,
+        fields,
+    })
+}
+
+/// The text up to the `]` that closes a bracket, skipping quoted parts.
+fn bracketed(s: &str) -> Option<(String, &str)> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ']' if !in_quotes => return Some((s[..i].to_string(), &s[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `"a \"b\""` becomes `a "b"`; an unquoted value stays as it is.
+fn unquote(v: &str) -> String {
+    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+        serde_json::from_str::<String>(v).unwrap_or_else(|_| v[1..v.len() - 1].to_string())
+    } else {
+        v.to_string()
+    }
+}
+
+/// Refusals PD prints before its embedded etcd starts (`join meet error`),
+/// and the embedded etcd's own, by the substring that identifies each.
+const PD_ERRORS: &[(&str, EngineErrorClass)] = &[
+    (
+        "missing data or join a duplicated pd",
+        EngineErrorClass::DuplicatedMember,
+    ),
+    ("join self is forbidden", EngineErrorClass::JoinSelf),
+    (
+        "that has not joined successfully",
+        EngineErrorClass::UnstartedMemberBlocksJoin,
+    ),
+    (
+        "Etcd cluster ID mismatch",
+        EngineErrorClass::ClusterIdMismatch,
+    ),
+    ("unhealthy cluster", EngineErrorClass::UnhealthyCluster),
+    ("address already in use", EngineErrorClass::AddressInUse),
+];
+
+/// Reads one log line; `None` for lines that carry nothing tracked.
+pub fn parse_log_line(line: &str) -> Option<PdLogFact> {
+    let line = split_line(line)?;
+    let field = |k: &str| line.fields.get(k).map(String::as_str).unwrap_or("");
+    match line.message.as_str() {
+        "PD config" => {
+            let config: Value = serde_json::from_str(field("config")).ok()?;
+            let text = |k: &str| config.get(k).and_then(Value::as_str).unwrap_or("");
+            Some(PdLogFact::EffectiveConfig {
+                name: text("name").to_string(),
+                initial_cluster: parse_initial_cluster(text("initial-cluster")),
+                initial_cluster_state: text("initial-cluster-state").to_string(),
+                join: text("join").to_string(),
+            })
+        }
+        "init cluster id" | "existed cluster id" => Some(PdLogFact::ClusterId {
+            id: field("cluster-id").parse().ok()?,
+            created: line.message == "init cluster id",
+        }),
+        "starting an etcd server" => Some(PdLogFact::Etcd(LogFact::Start(StartConfig {
+            name: field("name").to_string(),
+            member_initialized: field("member-initialized") == "true",
+            initial_cluster: parse_initial_cluster(field("initial-cluster")),
+            initial_cluster_state: field("initial-cluster-state").to_string(),
+            initial_cluster_token: field("initial-cluster-token").to_string(),
+        }))),
+        "starting local member" | "restarting local member" => {
+            Some(PdLogFact::Etcd(LogFact::LocalMember {
+                member_id: field("local-member-id").to_string(),
+                cluster_id: field("cluster-id").to_string(),
+                restarted: line.message == "restarting local member",
+            }))
+        }
+        "added member" => Some(PdLogFact::Etcd(LogFact::Membership {
+            op: if field("added-peer-is-learner") == "true" {
+                MembershipOp::AddLearner
+            } else {
+                MembershipOp::Add
+            },
+            member_id: field("added-peer-id").to_string(),
+            peer_urls: url_list(field("added-peer-peer-urls")),
+        })),
+        "removed member" if !field("removed-remote-peer-id").is_empty() => {
+            Some(PdLogFact::Etcd(LogFact::Membership {
+                op: MembershipOp::Remove,
+                member_id: field("removed-remote-peer-id").to_string(),
+                peer_urls: url_list(field("removed-remote-peer-urls")),
+            }))
+        }
+        _ if matches!(line.level.as_str(), "ERROR" | "FATAL" | "PANIC") => {
+            let text = format!("{} {}", line.message, field("error"));
+            let class = PD_ERRORS
+                .iter()
+                .find(|(needle, _)| text.contains(needle))
+                .map(|(_, class)| *class)?;
+            Some(PdLogFact::Etcd(LogFact::Error {
+                class,
+                message: text.trim().chars().take(400).collect(),
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// `[http://a:2380 http://b:2380]`, as zap prints a string slice.
+fn url_list(v: &str) -> Vec<String> {
+    v.trim_start_matches('[')
+        .trim_end_matches(']')
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Lines from pd-server v8.5.7 built by raftcert, 2026-12-02 (the PD
+    // config line cut to the fields read here).
+    const JOINER_CONFIG: &str = r#"[2026/12/02 10:51:59.968 +00:00] [INFO] [server.go:257] ["PD config"] [config="{\"client-urls\":\"http://127.0.77.11:2379\",\"name\":\"pd1\",\"initial-cluster\":\"pd1=http://127.0.77.11:2380,pd0=http://127.0.77.10:2380\",\"initial-cluster-state\":\"existing\",\"initial-cluster-token\":\"pd-cluster\",\"join\":\"http://127.0.77.10:2379\",\"lease\":5}"]"#;
+    const JOINER_ETCD_START: &str = r#"[2026/12/02 10:52:00.026 +00:00] [INFO] [etcd.go:310] ["starting an etcd server"] [etcd-version=3.5.15] [git-sha="Not provided (use ./build instead of go build)"] [member-initialized=false] [name=pd1] [data-dir=/tmp/pdlog/d1] [initial-cluster="pd0=http://127.0.77.10:2380,pd1=http://127.0.77.11:2380"] [initial-cluster-state=existing] [initial-cluster-token=pd-cluster]"#;
+    const ADDED: &str = r#"[2026/12/02 10:52:16.806 +00:00] [INFO] [cluster.go:421] ["added member"] [cluster-id=8b6bfb0889f54917] [local-member-id=a316eb9b33044861] [added-peer-id=a316eb9b33044861] [added-peer-peer-urls="[http://127.0.77.11:2380]"]"#;
+    const INIT_ID: &str = r#"[2026/12/02 10:51:59.812 +00:00] [INFO] [cluster_id.go:53] ["init cluster id"] [cluster-id=7714657707498014917]"#;
+    const EXISTED_ID: &str = r#"[2026/12/02 10:52:16.817 +00:00] [INFO] [cluster_id.go:43] ["existed cluster id"] [cluster-id=7714657707498014917]"#;
+    const DUPLICATE: &str = r#"[2026/12/02 10:52:41.898 +00:00] [FATAL] [main.go:259] ["join meet error"] [error="missing data or join a duplicated pd"] [stack="main.start\n\tgithub.com/tikv/pd/cmd/pd-server/main.go:259"]"#;
+    const JOIN_SELF: &str = r#"[2026/12/02 10:52:41.586 +00:00] [FATAL] [main.go:259] ["join meet error"] [error="join self is forbidden"] [stack="main.start"]"#;
+    const NOISE: &str = r#"[2026/12/02 10:52:00.013 +00:00] [WARN] [util.go:55] ["go runtime collectors have already registered"] [error="duplicate metrics collector registration attempted"]"#;
+
+    #[test]
+    fn the_pd_config_line_gives_the_effective_join_result() {
+        let Some(PdLogFact::EffectiveConfig {
+            name,
+            initial_cluster,
+            initial_cluster_state,
+            join,
+        }) = parse_log_line(JOINER_CONFIG)
+        else {
+            panic!("{:?}", parse_log_line(JOINER_CONFIG));
+        };
+        assert_eq!(name, "pd1");
+        assert_eq!(initial_cluster_state, "existing");
+        assert_eq!(join, "http://127.0.77.10:2379");
+        assert_eq!(
+            initial_cluster.keys().collect::<Vec<_>>(),
+            ["pd0", "pd1"],
+            "PD's computed initial cluster"
+        );
+    }
+
+    #[test]
+    fn the_embedded_etcd_start_is_a_join() {
+        let Some(PdLogFact::Etcd(LogFact::Start(config))) = parse_log_line(JOINER_ETCD_START)
+        else {
+            panic!("{:?}", parse_log_line(JOINER_ETCD_START));
+        };
+        assert!(config.is_join(), "{config:?}");
+        assert_eq!(config.name, "pd1");
+        assert_eq!(config.initial_cluster_token, "pd-cluster");
+        assert_eq!(
+            config.initial_cluster["pd0"],
+            ["http://127.0.77.10:2380".to_string()]
+        );
+    }
+
+    #[test]
+    fn membership_and_cluster_ids_are_read() {
+        assert_eq!(
+            parse_log_line(ADDED),
+            Some(PdLogFact::Etcd(LogFact::Membership {
+                op: MembershipOp::Add,
+                member_id: "a316eb9b33044861".into(),
+                peer_urls: vec!["http://127.0.77.11:2380".into()],
+            }))
+        );
+        assert_eq!(
+            parse_log_line(INIT_ID),
+            Some(PdLogFact::ClusterId {
+                id: 7714657707498014917,
+                created: true
+            })
+        );
+        assert_eq!(
+            parse_log_line(EXISTED_ID),
+            Some(PdLogFact::ClusterId {
+                id: 7714657707498014917,
+                created: false
+            })
+        );
+    }
+
+    #[test]
+    fn refusals_are_classified_and_noise_is_not() {
+        let class = |line| match parse_log_line(line) {
+            Some(PdLogFact::Etcd(LogFact::Error { class, .. })) => Some(class),
+            _ => None,
+        };
+        assert_eq!(class(DUPLICATE), Some(EngineErrorClass::DuplicatedMember));
+        assert_eq!(class(JOIN_SELF), Some(EngineErrorClass::JoinSelf));
+        assert_eq!(parse_log_line(NOISE), None);
+        assert_eq!(parse_log_line("starting pd-server ..."), None);
+    }
+
+    #[test]
+    fn brackets_inside_quoted_values_do_not_end_a_field() {
+        let line = split_line(r#"[t] [INFO] [f.go:1] ["m [x]"] [k="a]b \"c\""] [n=1]"#)
+            .expect("a PD line");
+        assert_eq!(line.message, "m [x]");
+        assert_eq!(line.fields["k"], r#"a]b "c""#);
+        assert_eq!(line.fields["n"], "1");
+    }
+
+    #[test]
+    fn base_args_name_the_member_and_its_urls_only() {
+        let slot = SlotEndpoints {
+            name: "pd0".into(),
+            peer_url: "http://127.1.2.10:2380".into(),
+            client_url: "http://127.1.2.10:2379".into(),
+            listen_peer_url: "http://127.1.2.10:12380".into(),
+            listen_client_url: "http://127.1.2.10:12379".into(),
+            data_dir: "/d/pd0".into(),
+        };
+        let args = base_args(&slot);
+        assert!(args.contains(&"--advertise-peer-urls=http://127.1.2.10:2380".to_string()));
+        assert!(args.contains(&"--peer-urls=http://127.1.2.10:12380".to_string()));
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--initial-cluster") || a.starts_with("--join")),
+            "bootstrap flags are the deployer's: {args:?}"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! PD built from `../shared/sources` is a working PD: three members
+//! bootstrapped statically on loopback agree on one leader and one PD
+//! cluster ID, and report the version the build stamped.
+
+use raftcert::engine::EngineKind;
+use raftcert::engine::provision;
+use raftcert::substrate::process::{AddressPlan, CLIENT_PORT, PEER_PORT};
+use raftcert::sys::TempDir;
+use rstest::rstest;
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+const MEMBERS: u32 = 3;
+const HEALTHY_DEADLINE: Duration = Duration::from_secs(90);
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_built_from_source_bootstraps_three_members(#[values("8.5.7", "26.3.4")] version: &str) {
+    let install = provision::provision(EngineKind::Pd, version)
+        .await
+        .unwrap_or_else(|e| panic!("provisioning pd {version}: {e}"));
+    assert!(
+        install
+            .source
+            .contains(&format!("pd-v{version}.tar.gz sha256:")),
+        "the install names its source tarball and digest: {}",
+        install.source
+    );
+
+    let plan = AddressPlan::allocate(MEMBERS, u64::from(std::process::id())).expect("addresses");
+    let dir = TempDir::new("raftcert-pd-test").expect("temp dir");
+    let peer = |ord: u32| format!("http://{}:{PEER_PORT}", plan.member_ip(ord));
+    let client = |ord: u32| format!("http://{}:{CLIENT_PORT}", plan.member_ip(ord));
+    let initial_cluster: Vec<String> = (0..MEMBERS)
+        .map(|ord| format!("pd{ord}={}", peer(ord)))
+        .collect();
+    // Dropped on every exit, panics included: kill_on_drop ends each member.
+    let _members: Vec<Child> = (0..MEMBERS)
+        .map(|ord| {
+            let log = std::fs::File::create(dir.path().join(format!("pd{ord}.log"))).expect("log");
+            Command::new(&install.server)
+                .arg(format!("--name=pd{ord}"))
+                .arg(format!(
+                    "--data-dir={}",
+                    dir.path().join(format!("pd{ord}")).display()
+                ))
+                .arg(format!("--client-urls={}", client(ord)))
+                .arg(format!("--peer-urls={}", peer(ord)))
+                .arg(format!("--initial-cluster={}", initial_cluster.join(",")))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start pd-server")
+        })
+        .collect();
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(&url).send().await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            response.json::<Value>().await.ok()
+        }
+    };
+
+    // Ready when every member reports every member healthy.
+    let deadline = tokio::time::Instant::now() + HEALTHY_DEADLINE;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let mut healthy = 0;
+        for ord in 0..MEMBERS {
+            if let Some(Value::Array(members)) =
+                get(format!("{}/pd/api/v1/health", client(ord))).await
+                && members.len() == MEMBERS as usize
+                && members.iter().all(|m| m["health"] == Value::Bool(true))
+            {
+                healthy += 1;
+            }
+        }
+        if healthy == MEMBERS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pd {version}: not healthy within {HEALTHY_DEADLINE:?}; logs in {}",
+            dir.path().display()
+        );
+    }
+
+    let mut cluster_ids = Vec::new();
+    for ord in 0..MEMBERS {
+        let cluster = get(format!("{}/pd/api/v1/cluster", client(ord)))
+            .await
+            .expect("cluster");
+        cluster_ids.push(cluster["id"].as_u64().expect("a numeric PD cluster ID"));
+        let members = get(format!("{}/pd/api/v1/members", client(ord)))
+            .await
+            .expect("members");
+        let listed = members["members"].as_array().expect("members array");
+        assert_eq!(listed.len(), MEMBERS as usize, "{members}");
+        for m in listed {
+            assert_eq!(m["binary_version"], format!("v{version}"), "{m}");
+        }
+    }
+    assert_ne!(cluster_ids[0], 0);
+    assert!(
+        cluster_ids.iter().all(|id| *id == cluster_ids[0]),
+        "one PD cluster ID: {cluster_ids:?}"
+    );
+}
