@@ -943,8 +943,10 @@ impl Driver {
             Op::Cut { isolated, rest } => {
                 // In the background: the driver goes on polling while the
                 // probes wait out their timeout on the side without quorum.
-                let voters = self.poller.voters(&self.substrate.slots());
-                let (recorder, clients) = (self.recorder.clone(), self.poller.cached_clients());
+                let slots = self.substrate.slots();
+                let voters = self.poller.voters(&slots);
+                let clients = self.poller.probe_clients(&slots).await;
+                let recorder = self.recorder.clone();
                 let (isolated, rest) = (isolated.clone(), rest.clone());
                 self.probes.push(tokio::spawn(async move {
                     workload::probe_writes(&recorder, &clients, &voters, &isolated, &rest).await;

@@ -83,11 +83,41 @@ impl Poller {
 
     /// Every member's client, answering or not (a probe after a cut must
     /// reach the side that no longer answers polls too).
-    pub fn cached_clients(&self) -> BTreeMap<String, MemberClient> {
-        self.clients
-            .iter()
-            .map(|(slot, (_, c))| (slot.clone(), c.clone()))
-            .collect()
+    /// Every running member's client for a write probe: the cached one, or
+    /// a fresh dial (a status poll that timed out under load drops the
+    /// cached client, and a cut must still probe that member).
+    pub async fn probe_clients(&self, slots: &[SlotState]) -> BTreeMap<String, MemberClient> {
+        let mut clients = BTreeMap::new();
+        let mut dials = JoinSet::new();
+        for slot in slots.iter().filter(|s| s.phase == Phase::Running) {
+            match self.clients.get(&slot.info.name) {
+                Some((inc, c)) if *inc == slot.incarnation => {
+                    clients.insert(slot.info.name.clone(), c.clone());
+                }
+                _ => {
+                    let (name, endpoint, config) = (
+                        slot.info.name.clone(),
+                        slot.observe_url.clone(),
+                        self.config.clone(),
+                    );
+                    dials.spawn(
+                        async move { (name, MemberClient::connect(&endpoint, &config).await) },
+                    );
+                }
+            }
+        }
+        while let Some(joined) = dials.join_next().await {
+            match joined {
+                Ok((name, Ok(client))) => {
+                    clients.insert(name, client);
+                }
+                Ok((name, Err(e))) => {
+                    tracing::warn!("no client for a write probe of {name}: {e}");
+                }
+                Err(e) => tracing::warn!("a probe dial task failed: {e}"),
+            }
+        }
+        clients
     }
 
     /// The member the latest statuses name as leader, reporting itself.
