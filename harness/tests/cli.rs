@@ -300,11 +300,12 @@ fn list_names_the_shipped_operator_profiles_with_their_faults() {
 #[test]
 fn an_engine_built_from_source_without_go_names_what_is_missing_and_exits_2() {
     let cache = scratch("cli-no-go");
+    let empty_path = scratch("cli-no-go-path");
     let out = Command::new(env!("CARGO_BIN_EXE_raftcert"))
         .args(["engines", "--provision", "etcd@3.6.5"])
         .env("RAFTCERT_CACHE", &cache)
         // No Go on PATH, and a mirror that refuses at once.
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", &empty_path)
         .env("RAFTCERT_ETCD_MIRROR", "http://127.0.0.1:1")
         .output()
         .expect("run raftcert");

@@ -1,6 +1,6 @@
 //! PD built from `../shared/sources` is a working PD: three members
-//! bootstrapped statically on loopback agree on one leader and one PD
-//! cluster ID, and report the version the build stamped.
+//! bootstrapped statically on loopback are healthy, agree on one leader and
+//! one PD cluster ID, and report the version the build stamped.
 
 use raftcert::engine::EngineKind;
 use raftcert::engine::provision;
@@ -93,12 +93,13 @@ async fn pd_built_from_source_bootstraps_three_members(#[values("8.5.7", "26.3.4
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "pd {version}: not healthy within {HEALTHY_DEADLINE:?}; logs in {}",
-            dir.path().display()
+            "pd {version}: not healthy within {HEALTHY_DEADLINE:?}\n{}",
+            log_tails(dir.path())
         );
     }
 
     let mut cluster_ids = Vec::new();
+    let mut leaders = Vec::new();
     for ord in 0..MEMBERS {
         let cluster = get(format!("{}/pd/api/v1/cluster", client(ord)))
             .await
@@ -107,15 +108,38 @@ async fn pd_built_from_source_bootstraps_three_members(#[values("8.5.7", "26.3.4
         let members = get(format!("{}/pd/api/v1/members", client(ord)))
             .await
             .expect("members");
+        let leader = get(format!("{}/pd/api/v1/leader", client(ord)))
+            .await
+            .expect("leader");
+        leaders.push(leader["name"].as_str().unwrap_or_default().to_string());
         let listed = members["members"].as_array().expect("members array");
         assert_eq!(listed.len(), MEMBERS as usize, "{members}");
         for m in listed {
             assert_eq!(m["binary_version"], format!("v{version}"), "{m}");
         }
     }
+    assert!(
+        leaders[0].starts_with("pd") && leaders.iter().all(|l| *l == leaders[0]),
+        "one leader, named by every member: {leaders:?}"
+    );
     assert_ne!(cluster_ids[0], 0);
     assert!(
         cluster_ids.iter().all(|id| *id == cluster_ids[0]),
         "one PD cluster ID: {cluster_ids:?}"
     );
+}
+
+/// The last lines of every member's log: the temporary directory is gone
+/// once a failed test has unwound.
+fn log_tails(dir: &std::path::Path) -> String {
+    (0..MEMBERS)
+        .map(|ord| {
+            let text =
+                std::fs::read_to_string(dir.join(format!("pd{ord}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            format!("--- pd{ord}.log (last 15 lines)\n{tail}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

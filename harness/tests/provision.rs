@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -85,12 +85,18 @@ fn only_failure(err: ProvisionError) -> ProvisionError {
 
 /// Serves `files` (path -> body) over HTTP/1.1 on 127.0.0.1; 404 otherwise.
 async fn serve(files: HashMap<String, Vec<u8>>) -> String {
+    serve_counted(files, Arc::new(AtomicUsize::new(0))).await
+}
+
+/// [`serve`], counting the requests for tarballs in `tarball_gets`.
+async fn serve_counted(files: HashMap<String, Vec<u8>>, tarball_gets: Arc<AtomicUsize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let files = Arc::new(files);
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             let files = Arc::clone(&files);
+            let tarball_gets = Arc::clone(&tarball_gets);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -103,6 +109,9 @@ async fn serve(files: HashMap<String, Vec<u8>>) -> String {
                 let head = String::from_utf8_lossy(&buf);
                 let mut parts = head.lines().next().unwrap_or("").split_whitespace();
                 let (method, path) = (parts.next(), parts.next());
+                if path.is_some_and(|p| p.ends_with(".tar.gz")) {
+                    tarball_gets.fetch_add(1, Ordering::SeqCst);
+                }
                 let body = match (method, path) {
                     (Some("GET"), Some(p)) => files.get(p),
                     _ => None,
@@ -336,10 +345,14 @@ async fn concurrent_provisions_share_one_install() {
     let tarball = build_tarball(&pypi, "3.5.1", scratch.path());
     let name = "etcd-v3.5.1-linux-amd64.tar.gz";
     let sums = format!("{}  {name}\n", sha256_hex(&tarball));
-    let base = serve(HashMap::from([
-        (format!("/v3.5.1/{name}"), tarball),
-        ("/v3.5.1/SHA256SUMS".to_string(), sums.into_bytes()),
-    ]))
+    let tarball_gets = Arc::new(AtomicUsize::new(0));
+    let base = serve_counted(
+        HashMap::from([
+            (format!("/v3.5.1/{name}"), tarball),
+            ("/v3.5.1/SHA256SUMS".to_string(), sums.into_bytes()),
+        ]),
+        Arc::clone(&tarball_gets),
+    )
     .await;
 
     let cache = TempDir::new("race");
@@ -361,7 +374,8 @@ async fn concurrent_provisions_share_one_install() {
         first_version_line(&results[0].server),
         "etcd Version: 3.5.1"
     );
-    // Losers cleaned their staging dirs up.
+    // One provisioner fetched; the others waited for its install.
+    assert_eq!(tarball_gets.load(Ordering::SeqCst), 1);
     assert_eq!(kind_dir_entries(cache.path()), vec!["3.5.1".to_string()]);
 }
 

@@ -39,6 +39,9 @@ pub fn list() -> anyhow::Result<ExitCode> {
         for v in provision::default_versions(kind) {
             let state = match provision::installed(kind, v) {
                 Some(i) => format!("installed ({})", i.source),
+                None if kind == EngineKind::Pd => {
+                    format!("not built yet (raftcert engines --provision {kind}@{v})")
+                }
                 None => "not provisioned yet (provisioned on first use)".to_string(),
             };
             println!("  {:<14} {state}", format!("{kind}@{v}"));

@@ -81,20 +81,20 @@ impl Poller {
         self.clients.get(slot).map(|(_, c)| c.clone())
     }
 
-    /// Every member's client, answering or not (a probe after a cut must
-    /// reach the side that no longer answers polls too).
-    /// Every running member's client for a write probe: the cached one, or
-    /// a fresh dial (a status poll that timed out under load drops the
-    /// cached client, and a cut must still probe that member).
+    /// Every member's client for a write probe after a cut, answering or
+    /// not: the cached one of its incarnation (a frozen member's too: its
+    /// probe times out, which is a refusal), else a fresh dial of a running
+    /// member (a status poll that timed out under load drops the cached
+    /// client, and the cut must still probe that member).
     pub async fn probe_clients(&self, slots: &[SlotState]) -> BTreeMap<String, MemberClient> {
         let mut clients = BTreeMap::new();
         let mut dials = JoinSet::new();
-        for slot in slots.iter().filter(|s| s.phase == Phase::Running) {
+        for slot in slots {
             match self.clients.get(&slot.info.name) {
                 Some((inc, c)) if *inc == slot.incarnation => {
                     clients.insert(slot.info.name.clone(), c.clone());
                 }
-                _ => {
+                _ if slot.phase == Phase::Running => {
                     let (name, endpoint, config) = (
                         slot.info.name.clone(),
                         slot.observe_url.clone(),
@@ -104,6 +104,7 @@ impl Poller {
                         async move { (name, MemberClient::connect(&endpoint, &config).await) },
                     );
                 }
+                _ => {}
             }
         }
         while let Some(joined) = dials.join_next().await {

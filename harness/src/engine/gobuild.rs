@@ -224,11 +224,18 @@ pub(super) async fn pd_from_sources(
 
 /// Refuses a missing source tarball, or one whose digest is not the pinned one.
 async fn verify(path: &Path, expected: &str) -> Result<(), ProvisionError> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|_| ProvisionError::MissingSource {
-            path: path.to_path_buf(),
-        })?;
+    let bytes = tokio::fs::read(path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ProvisionError::MissingSource {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ProvisionError::Io {
+                context: format!("read {}", path.display()),
+                source: e,
+            }
+        }
+    })?;
     let actual: String = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -185,11 +185,13 @@ pub fn parse_log_line(line: &str) -> Option<PdLogFact> {
     }
 }
 
-/// `[http://a:2380 http://b:2380]`, as zap prints a string slice.
+/// `[http://a:2380,http://b:2380]`, as pingcap/log prints a string slice.
 fn url_list(v: &str) -> Vec<String> {
     v.trim_start_matches('[')
         .trim_end_matches(']')
-        .split_whitespace()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .map(|u| u.trim_matches('"'))
+        .filter(|u| !u.is_empty())
         .map(str::to_string)
         .collect()
 }
@@ -208,6 +210,7 @@ mod tests {
     const DUPLICATE: &str = r#"[2026/12/02 10:52:41.898 +00:00] [FATAL] [main.go:259] ["join meet error"] [error="missing data or join a duplicated pd"] [stack="main.start\n\tgithub.com/tikv/pd/cmd/pd-server/main.go:259"]"#;
     const JOIN_SELF: &str = r#"[2026/12/02 10:52:41.586 +00:00] [FATAL] [main.go:259] ["join meet error"] [error="join self is forbidden"] [stack="main.start"]"#;
     const NOISE: &str = r#"[2026/12/02 10:52:00.013 +00:00] [WARN] [util.go:55] ["go runtime collectors have already registered"] [error="duplicate metrics collector registration attempted"]"#;
+    const UNKNOWN_ERROR: &str = r#"[2026/12/02 10:52:11.031 +00:00] [ERROR] [x.go:1] ["something else failed"] [error="no such thing"]"#;
 
     #[test]
     fn the_pd_config_line_gives_the_effective_join_result() {
@@ -280,7 +283,18 @@ mod tests {
         assert_eq!(class(DUPLICATE), Some(EngineErrorClass::DuplicatedMember));
         assert_eq!(class(JOIN_SELF), Some(EngineErrorClass::JoinSelf));
         assert_eq!(parse_log_line(NOISE), None);
+        assert_eq!(parse_log_line(UNKNOWN_ERROR), None);
         assert_eq!(parse_log_line("starting pd-server ..."), None);
+    }
+
+    #[test]
+    fn a_member_with_two_peer_urls_keeps_both() {
+        let line = r#"[t] [INFO] [cluster.go:421] ["added member"] [added-peer-id=ab] [added-peer-peer-urls="[http://a:2380,http://b:2380]"]"#;
+        let Some(PdLogFact::Etcd(LogFact::Membership { peer_urls, .. })) = parse_log_line(line)
+        else {
+            panic!("{:?}", parse_log_line(line));
+        };
+        assert_eq!(peer_urls, ["http://a:2380", "http://b:2380"]);
     }
 
     #[test]

@@ -285,7 +285,8 @@ pub async fn provision(kind: EngineKind, version: &str) -> Result<EngineInstall,
 /// Provision `version` into `cache`, trying `sources` in order.
 ///
 /// Returns the cached install when one exists. Safe to run from several
-/// processes at once: each stages privately and the first rename wins.
+/// processes at once: provisioners of one version take turns through a
+/// lock file, and the later ones find the first one's install.
 pub async fn provision_with(
     kind: EngineKind,
     version: &str,
@@ -743,6 +744,13 @@ async fn lock_version(
         .write(true)
         .open(&path)
         .map_err(io_err(context.clone()))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!(%kind, version, "waiting for another provisioner of the same version");
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(context)(e)),
+    }
     tokio::task::spawn_blocking(move || file.lock().map(|()| file))
         .await
         .map_err(|e| ProvisionError::Io {

@@ -427,7 +427,10 @@ fn holders_of(addr: SocketAddr) -> String {
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(1) == Some(&local.as_str())).then(|| {
+            // The address itself, or a wildcard listener on its port.
+            let wildcard = format!("00000000:{}", local.rsplit(':').next().unwrap_or(""));
+            let here = fields.get(1).copied();
+            (here == Some(local.as_str()) || here == Some(wildcard.as_str())).then(|| {
                 let state = fields.get(3).copied().unwrap_or("?").to_string();
                 let inode = fields.get(9).and_then(|i| i.parse().ok()).unwrap_or(0);
                 (state, inode)
