@@ -73,51 +73,59 @@ async fn pd_built_from_source_bootstraps_three_members(#[values("8.5.7", "26.3.4
         }
     };
 
-    // Ready when every member reports every member healthy.
+    // Ready when every member reports every member healthy, names a PD
+    // leader (elected after etcd is healthy) and answers with its cluster.
+    #[derive(Debug)]
+    struct View {
+        cluster_id: u64,
+        leader: String,
+        members: Value,
+    }
+    let view_of = |ord: u32| async move {
+        let health = get(format!("{}/pd/api/v1/health", client(ord))).await?;
+        let healthy = health.as_array().is_some_and(|members| {
+            members.len() == MEMBERS as usize
+                && members.iter().all(|m| m["health"] == Value::Bool(true))
+        });
+        if !healthy {
+            return None;
+        }
+        let leader = get(format!("{}/pd/api/v1/leader", client(ord))).await?;
+        let cluster = get(format!("{}/pd/api/v1/cluster", client(ord))).await?;
+        let members = get(format!("{}/pd/api/v1/members", client(ord))).await?;
+        Some(View {
+            cluster_id: cluster["id"].as_u64()?,
+            leader: leader["name"].as_str()?.to_string(),
+            members,
+        })
+    };
     let deadline = tokio::time::Instant::now() + HEALTHY_DEADLINE;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
+    let views = loop {
         tick.tick().await;
-        let mut healthy = 0;
+        let mut views = Vec::new();
         for ord in 0..MEMBERS {
-            if let Some(Value::Array(members)) =
-                get(format!("{}/pd/api/v1/health", client(ord))).await
-                && members.len() == MEMBERS as usize
-                && members.iter().all(|m| m["health"] == Value::Bool(true))
-            {
-                healthy += 1;
-            }
+            views.extend(view_of(ord).await);
         }
-        if healthy == MEMBERS {
-            break;
+        if views.len() == MEMBERS as usize {
+            break views;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "pd {version}: not healthy within {HEALTHY_DEADLINE:?}\n{}",
+            "pd {version}: not ready within {HEALTHY_DEADLINE:?}\n{}",
             log_tails(dir.path())
         );
-    }
+    };
 
-    let mut cluster_ids = Vec::new();
-    let mut leaders = Vec::new();
-    for ord in 0..MEMBERS {
-        let cluster = get(format!("{}/pd/api/v1/cluster", client(ord)))
-            .await
-            .expect("cluster");
-        cluster_ids.push(cluster["id"].as_u64().expect("a numeric PD cluster ID"));
-        let members = get(format!("{}/pd/api/v1/members", client(ord)))
-            .await
-            .expect("members");
-        let leader = get(format!("{}/pd/api/v1/leader", client(ord)))
-            .await
-            .expect("leader");
-        leaders.push(leader["name"].as_str().unwrap_or_default().to_string());
-        let listed = members["members"].as_array().expect("members array");
-        assert_eq!(listed.len(), MEMBERS as usize, "{members}");
+    for view in &views {
+        let listed = view.members["members"].as_array().expect("members array");
+        assert_eq!(listed.len(), MEMBERS as usize, "{}", view.members);
         for m in listed {
             assert_eq!(m["binary_version"], format!("v{version}"), "{m}");
         }
     }
+    let leaders: Vec<&str> = views.iter().map(|v| v.leader.as_str()).collect();
+    let cluster_ids: Vec<u64> = views.iter().map(|v| v.cluster_id).collect();
     assert!(
         leaders[0].starts_with("pd") && leaders.iter().all(|l| *l == leaders[0]),
         "one leader, named by every member: {leaders:?}"
