@@ -154,7 +154,7 @@ fn url_list(v: &Value, key: &str) -> Vec<String> {
     }
 }
 
-fn classify_error(text: &str) -> Option<EngineErrorClass> {
+pub(super) fn classify_error(text: &str) -> Option<EngineErrorClass> {
     let classes = [
         (
             "member count is unequal",

@@ -2,7 +2,7 @@
 //! module proxy, PD from the release sources in `../shared/sources` (the
 //! proxy refuses `github.com/tikv/pd`).
 
-use super::provision::{ProvisionError, run};
+use super::provision::{ProvisionError, hex, run};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -236,10 +236,7 @@ async fn verify(path: &Path, expected: &str) -> Result<(), ProvisionError> {
             }
         }
     })?;
-    let actual: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let actual = hex(&Sha256::digest(&bytes));
     if actual == expected {
         Ok(())
     } else {

@@ -6,7 +6,7 @@
 //! ("starting an etcd server", "added member") keep their field names.
 //! Not wired into runs yet: the driver still speaks etcd only.
 
-use super::etcd::{LogFact, SlotEndpoints, parse_initial_cluster};
+use super::etcd::{LogFact, SlotEndpoints, classify_error, parse_initial_cluster};
 use crate::trace::{EngineErrorClass, MembershipOp, StartConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -102,7 +102,8 @@ fn unquote(v: &str) -> String {
 }
 
 /// Refusals PD prints before its embedded etcd starts (`join meet error`),
-/// and the embedded etcd's own, by the substring that identifies each.
+/// by the substring that identifies each; the embedded etcd's own errors
+/// are classified as etcd's.
 const PD_ERRORS: &[(&str, EngineErrorClass)] = &[
     (
         "missing data or join a duplicated pd",
@@ -113,12 +114,7 @@ const PD_ERRORS: &[(&str, EngineErrorClass)] = &[
         "that has not joined successfully",
         EngineErrorClass::UnstartedMemberBlocksJoin,
     ),
-    (
-        "Etcd cluster ID mismatch",
-        EngineErrorClass::ClusterIdMismatch,
-    ),
     ("unhealthy cluster", EngineErrorClass::UnhealthyCluster),
-    ("address already in use", EngineErrorClass::AddressInUse),
 ];
 
 /// Reads one log line; `None` for lines that carry nothing tracked.
@@ -175,7 +171,8 @@ pub fn parse_log_line(line: &str) -> Option<PdLogFact> {
             let class = PD_ERRORS
                 .iter()
                 .find(|(needle, _)| text.contains(needle))
-                .map(|(_, class)| *class)?;
+                .map(|(_, class)| *class)
+                .or_else(|| classify_error(&text))?;
             Some(PdLogFact::Etcd(LogFact::Error {
                 class,
                 message: text.trim().chars().take(400).collect(),
