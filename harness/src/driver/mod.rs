@@ -204,9 +204,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
     };
     // Every probe answers within its timeout: its outcome goes in before
     // the run's end.
-    for probe in std::mem::take(&mut driver.probes) {
-        let _ = probe.await;
-    }
+    driver.await_probes().await;
     driver.substrate.shutdown().await;
     recorder.record(EventKind::RunFinished {
         error: abort.as_ref().map(|e| e.to_string()),
@@ -897,6 +895,11 @@ impl Driver {
 
     /// Records one operation, then applies it.
     async fn apply(&mut self, op: Op) -> Result<(), DriveError> {
+        if matches!(op, Op::Heal) {
+            // A cut's probes are judged while it holds: its heal waits for
+            // their answers (each bounded by its dial and call timeouts).
+            self.await_probes().await;
+        }
         match &op {
             Op::Cut { isolated, rest } => self.recorder.record_cut(isolated, rest),
             _ => self.recorder.record(EventKind::FaultInjected {
@@ -945,16 +948,24 @@ impl Driver {
                 // probes wait out their timeout on the side without quorum.
                 let slots = self.substrate.slots();
                 let voters = self.poller.voters(&slots);
-                let clients = self.poller.probe_clients(&slots).await;
+                let targets = self.poller.probe_targets(&slots);
                 let recorder = self.recorder.clone();
                 let (isolated, rest) = (isolated.clone(), rest.clone());
                 self.probes.push(tokio::spawn(async move {
+                    let clients = targets.connect().await;
                     workload::probe_writes(&recorder, &clients, &voters, &isolated, &rest).await;
                 }));
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Waits for every write probe sent so far to record its answer.
+    async fn await_probes(&mut self) {
+        for probe in std::mem::take(&mut self.probes) {
+            let _ = probe.await;
+        }
     }
 
     async fn undo(&mut self, held: Held) -> Result<(), DriveError> {

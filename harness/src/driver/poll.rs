@@ -83,42 +83,28 @@ impl Poller {
 
     /// Every member's client for a write probe after a cut, answering or
     /// not: the cached one of its incarnation (a frozen member's too: its
-    /// probe times out, which is a refusal), else a fresh dial of a running
-    /// member (a status poll that timed out under load drops the cached
-    /// client, and the cut must still probe that member).
-    pub async fn probe_clients(&self, slots: &[SlotState]) -> BTreeMap<String, MemberClient> {
-        let mut clients = BTreeMap::new();
-        let mut dials = JoinSet::new();
+    /// probe times out, which is a refusal), else a running member to dial
+    /// (a status poll that timed out under load drops the cached client,
+    /// and the cut must still probe that member). Dialing is left to the
+    /// probe itself so the driver is not held up by it.
+    pub fn probe_targets(&self, slots: &[SlotState]) -> ProbeTargets {
+        let mut targets = ProbeTargets {
+            config: self.config.clone(),
+            cached: BTreeMap::new(),
+            to_dial: Vec::new(),
+        };
         for slot in slots {
             match self.clients.get(&slot.info.name) {
                 Some((inc, c)) if *inc == slot.incarnation => {
-                    clients.insert(slot.info.name.clone(), c.clone());
+                    targets.cached.insert(slot.info.name.clone(), c.clone());
                 }
-                _ if slot.phase == Phase::Running => {
-                    let (name, endpoint, config) = (
-                        slot.info.name.clone(),
-                        slot.observe_url.clone(),
-                        self.config.clone(),
-                    );
-                    dials.spawn(
-                        async move { (name, MemberClient::connect(&endpoint, &config).await) },
-                    );
-                }
+                _ if slot.phase == Phase::Running => targets
+                    .to_dial
+                    .push((slot.info.name.clone(), slot.observe_url.clone())),
                 _ => {}
             }
         }
-        while let Some(joined) = dials.join_next().await {
-            match joined {
-                Ok((name, Ok(client))) => {
-                    clients.insert(name, client);
-                }
-                Ok((name, Err(e))) => {
-                    tracing::warn!("no client for a write probe of {name}: {e}");
-                }
-                Err(e) => tracing::warn!("a probe dial task failed: {e}"),
-            }
-        }
-        clients
+        targets
     }
 
     /// The member the latest statuses name as leader, reporting itself.
@@ -337,5 +323,38 @@ impl Poller {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// The members a cut's write probes go to: clients at hand and endpoints
+/// still to dial.
+pub struct ProbeTargets {
+    config: ClientConfig,
+    cached: BTreeMap<String, MemberClient>,
+    to_dial: Vec<(String, String)>,
+}
+
+impl ProbeTargets {
+    /// Every client, the ones to dial dialed at once; a member that cannot
+    /// be dialed is left out, with a warning.
+    pub async fn connect(self) -> BTreeMap<String, MemberClient> {
+        let mut clients = self.cached;
+        let mut dials = JoinSet::new();
+        for (name, endpoint) in self.to_dial {
+            let config = self.config.clone();
+            dials.spawn(async move { (name, MemberClient::connect(&endpoint, &config).await) });
+        }
+        while let Some(joined) = dials.join_next().await {
+            match joined {
+                Ok((name, Ok(client))) => {
+                    clients.insert(name, client);
+                }
+                Ok((name, Err(e))) => {
+                    tracing::warn!("no client for a write probe of {name}: {e}");
+                }
+                Err(e) => tracing::warn!("a probe dial task failed: {e}"),
+            }
+        }
+        clients
     }
 }
