@@ -89,6 +89,10 @@ pub fn plan(request: PlanRequest) -> Plan {
     let mut entries = Vec::new();
     let mut not_covered = Vec::new();
     let mut cell = |scenario: &Scenario, subject: &SubjectChoice, engine: &EngineChoice, tls| {
+        // A strategy of another engine is no cell at all, not a gap.
+        if !subject.deploys(engine.kind()) {
+            return;
+        }
         match not_covered_because(scenario, subject, &request.substrate) {
             Some(reason) => {
                 let gap = NotCovered {

@@ -323,14 +323,29 @@ fn an_engine_built_from_source_without_go_names_what_is_missing_and_exits_2() {
 }
 
 #[test]
-fn a_run_on_pd_is_refused_in_one_line_until_runs_drive_it() {
-    let out = raftcert(&["run", "--engine", "pd@8.5.7"]);
+fn an_etcd_strategy_on_pd_is_refused_in_one_line() {
+    let out = raftcert(&["run", "--engine", "pd@8.5.7", "--strategy", "seed-join"]);
     assert_eq!(out.status.code(), Some(2));
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].contains("runs do not drive PD yet"),
+        lines[0].contains("strategy seed-join deploys etcd")
+            && lines[0].contains("pd-seed-join, tidb-v2-static"),
         "{}",
         lines[0]
     );
+}
+
+#[test]
+fn pd_on_docker_or_with_tls_is_refused_in_one_line() {
+    for args in [
+        &["run", "--engine", "pd@8.5.7", "--backend", "docker"][..],
+        &["run", "--engine", "pd@8.5.7", "--tls"][..],
+    ] {
+        let out = raftcert(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].contains("pd@8.5.7: PD runs"), "{}", lines[0]);
+    }
 }

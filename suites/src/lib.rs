@@ -25,9 +25,23 @@ pub fn load_suite(name: &str) -> Suite {
 
 /// Provisions (or finds in the cache) an etcd version.
 pub async fn etcd(version: &str) -> EngineInstall {
-    provision::provision(EngineKind::Etcd, version)
+    engine(EngineKind::Etcd, version).await
+}
+
+/// Provisions (or finds in the cache) a version of an engine; PD is built
+/// from `../shared/sources` on first use.
+pub async fn engine(kind: EngineKind, version: &str) -> EngineInstall {
+    provision::provision(kind, version)
         .await
-        .unwrap_or_else(|e| panic!("provisioning etcd {version}: {e}"))
+        .unwrap_or_else(|e| panic!("provisioning {kind} {version}: {e}"))
+}
+
+/// The engine a subject deploys: a built-in strategy's own, else etcd.
+fn engine_of(subject: &SubjectChoice) -> EngineKind {
+    match subject {
+        SubjectChoice::Builtin(info) => info.engines.first().copied().unwrap_or(EngineKind::Etcd),
+        _ => EngineKind::Etcd,
+    }
 }
 
 /// Where test runs keep their traces and logs: kept after the test, so a
@@ -193,7 +207,7 @@ pub async fn run_with(
         .find(|s| s.name == scenario)
         .cloned()
         .unwrap_or_else(|| panic!("no scenario {scenario}"));
-    let engine = EngineChoice::Installed(etcd(version).await);
+    let engine = EngineChoice::Installed(engine(engine_of(&strategy), version).await);
     let rel_dir = format!(
         "{}-{}-{}{}-{}",
         scenario.name,

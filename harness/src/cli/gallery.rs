@@ -2,7 +2,7 @@
 //! it, and the false-alarm rate of the correct ones.
 
 use super::progress::progress_listener;
-use super::{bad, deployer_timeout, provision_all, runnable_engines, write_report};
+use super::{bad, deployer_timeout, gallery_engines, provision_all, write_report};
 use anyhow::Context;
 use raftcert::engine::EngineChoice;
 use raftcert::matrix::{self, MatrixEntry, Plan};
@@ -61,7 +61,7 @@ fn example_deployers() -> Vec<String> {
 pub async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
     let timeout = deployer_timeout(&args.deployer_timeout)?;
     let entries = raftcert::gallery::discover(&args.dir).map_err(|e| bad(e.to_string()))?;
-    let engines = provision_all(&runnable_engines(std::slice::from_ref(&args.engine))?).await?;
+    let engines = provision_all(&gallery_engines(std::slice::from_ref(&args.engine))?).await?;
     let Some(install) = engines.first().cloned() else {
         return Err(bad("no engine"));
     };
@@ -111,7 +111,7 @@ pub async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
     let conformance = Arc::new(Suite::builtin().map_err(|e| bad(e.to_string()))?);
     let mut correct: Vec<SubjectChoice> = strategies::registry()
         .iter()
-        .filter(|s| s.correct)
+        .filter(|s| s.correct && s.deploys(engine.kind()))
         .map(SubjectChoice::Builtin)
         .collect();
     for command in example_deployers() {

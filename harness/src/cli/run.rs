@@ -4,9 +4,9 @@
 //! even after Ctrl-C.
 
 use super::progress::progress_listener;
-use super::{bad, deployer_timeout, load_suite, provision_all, runnable_engines, write_report};
+use super::{bad, deployer_timeout, load_suite, parse_engines, provision_all, write_report};
 use anyhow::Context;
-use raftcert::engine::{EngineChoice, EngineRef};
+use raftcert::engine::{EngineChoice, EngineKind, EngineRef};
 use raftcert::matrix::{self, PlanRequest};
 use raftcert::report::{self, RunStatus, bundle};
 use raftcert::scenario::model::Suite;
@@ -151,13 +151,17 @@ fn exit_for(report: &report::SuiteReport) -> ExitCode {
 
 /// The subjects a local run asks for: strategies by name, deployer
 /// commands, or every correct built-in strategy.
-fn local_subjects(args: &RunArgs) -> anyhow::Result<Vec<SubjectChoice>> {
+fn local_subjects(
+    args: &RunArgs,
+    engines: &[(EngineKind, String)],
+) -> anyhow::Result<Vec<SubjectChoice>> {
     let timeout = deployer_timeout(&args.deployer_timeout)?;
+    let wanted_engine = |s: &strategies::StrategyInfo| engines.iter().any(|(k, _)| s.deploys(*k));
     let mut subjects: Vec<SubjectChoice> =
         if args.strategies.is_empty() && args.deployers.is_empty() {
             strategies::registry()
                 .iter()
-                .filter(|s| s.correct)
+                .filter(|s| s.correct && wanted_engine(s))
                 .map(SubjectChoice::Builtin)
                 .collect()
         } else {
@@ -177,6 +181,24 @@ fn local_subjects(args: &RunArgs) -> anyhow::Result<Vec<SubjectChoice>> {
                 })
                 .collect::<Result<_, _>>()?
         };
+    for subject in &subjects {
+        if let SubjectChoice::Builtin(info) = subject
+            && !wanted_engine(info)
+        {
+            let fitting: Vec<&str> = strategies::registry()
+                .iter()
+                .filter(|s| s.correct && wanted_engine(s))
+                .map(|s| s.name)
+                .collect();
+            let deploys: Vec<&str> = info.engines.iter().map(|k| k.as_str()).collect();
+            return Err(bad(format!(
+                "strategy {} deploys {}, and no such engine is chosen (strategies for the chosen engines: {})",
+                info.name,
+                deploys.join(", "),
+                fitting.join(", ")
+            )));
+        }
+    }
     for command in &args.deployers {
         if command.trim().is_empty() {
             return Err(bad("empty --deployer command"));
@@ -243,8 +265,23 @@ async fn choose(
             ))
         }
         local => {
-            let subjects = local_subjects(args)?;
-            let installs = provision_all(&runnable_engines(&args.engines)?).await?;
+            let wanted = parse_engines(&args.engines)?;
+            let subjects = local_subjects(args, &wanted)?;
+            if args.tls
+                && let Some((kind, version)) = wanted.iter().find(|(k, _)| *k == EngineKind::Pd)
+            {
+                return Err(bad(format!(
+                    "{kind}@{version}: PD runs take no --tls yet (its certificate flags are not wired)"
+                )));
+            }
+            if local == BackendArg::Docker
+                && let Some((kind, version)) = wanted.iter().find(|(k, _)| *k == EngineKind::Pd)
+            {
+                return Err(bad(format!(
+                    "{kind}@{version}: PD runs on processes only for now (--backend process)"
+                )));
+            }
+            let installs = provision_all(&wanted).await?;
             let substrate = match local {
                 BackendArg::Docker => SubstrateChoice::Docker {
                     image: args.image.clone(),

@@ -9,10 +9,12 @@
 pub mod poll;
 mod settle;
 mod setup;
+pub mod tso;
 pub mod workload;
 
 use crate::engine::EngineChoice;
-use crate::engine::etcd::{SlotEndpoints, base_args, parse_hex_id};
+use crate::engine::EngineKind;
+use crate::engine::etcd::{SlotEndpoints, parse_hex_id};
 use crate::engine::tls::TlsMaterial;
 use crate::faults::select::MemberSelector;
 use crate::faults::{FaultArgs, FaultRef, Moment, Op, Targeting, Targets};
@@ -139,6 +141,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
         tls,
         client_config,
         engine_view,
+        engine_config,
         service,
         _scratch,
     } = setup::prepare(spec, &recorder).await?;
@@ -162,11 +165,17 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
         poller.writable.clone(),
         spec.run_id.clone(),
     );
+    // PD hands out timestamps: asked all run long, for T1.
+    let timestamps = (spec.engine.kind() == EngineKind::Pd)
+        .then(|| tso::TsoWorkload::start(recorder.clone(), poller.answering.clone()));
     let mut driver = Driver {
         recorder: recorder.clone(),
         substrate,
         subject,
         poller,
+        engine: spec.engine.kind(),
+        engine_config,
+        timestamps_served: timestamps.as_ref().map(|t| t.served.clone()),
         engine_view,
         service,
         tls,
@@ -188,6 +197,9 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
         outcome = Err(e);
     }
     workload.stop().await;
+    if let Some(timestamps) = timestamps {
+        timestamps.stop().await;
+    }
     let (ready, abort) = match outcome {
         Ok(ready) => {
             let Driver {
@@ -247,6 +259,12 @@ struct Driver {
     substrate: AnySubstrate,
     subject: Subject,
     poller: Poller,
+    /// Whose start flags members get.
+    engine: EngineKind,
+    engine_config: Option<String>,
+    /// PD: when each slot last handed out a timestamp (a step settles once
+    /// every wanted member has, since it began).
+    timestamps_served: Option<tso::Served>,
     engine_view: EngineView,
     service: ServiceView,
     tls: Option<TlsMaterial>,
@@ -690,7 +708,11 @@ impl Driver {
             peer_url: s.info.peer_url.clone(),
             client_url: s.info.client_url.clone(),
             data_dir: endpoints.data_dir.clone(),
-            base_args: base_args(&endpoints, self.tls.as_ref()),
+            base_args: self.engine.base_args(
+                &endpoints,
+                self.tls.as_ref(),
+                self.engine_config.as_deref(),
+            ),
             phase: s.phase,
             has_data: self.substrate.has_data(s),
             restarts: s.restarts,
@@ -737,6 +759,10 @@ impl Driver {
     fn unsettled(&self, since: Instant) -> Option<String> {
         let slots = self.substrate.slots();
         let wanted = self.substrate.wanted(self.desired);
+        let timestamps = self
+            .timestamps_served
+            .as_ref()
+            .map(|served| served.lock().unwrap_or_else(|p| p.into_inner()).clone());
         settle::unsettled(
             &settle::Seen {
                 idle: self.subject.idle(),
@@ -746,6 +772,7 @@ impl Driver {
                 replaced: &self.replaced,
                 statuses: &self.poller.statuses,
                 members: self.poller.members.as_ref(),
+                timestamps: timestamps.as_ref(),
             },
             since,
         )

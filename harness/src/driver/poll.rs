@@ -58,6 +58,9 @@ pub struct Poller {
     pub cluster_versions: BTreeMap<String, (u64, String)>,
     /// Clients of members that can take writes, for the workload.
     pub writable: Arc<Mutex<Vec<MemberClient>>>,
+    /// (slot, client URL) of every running member that answered the last
+    /// round, for PD's timestamp workload.
+    pub answering: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Poller {
@@ -72,6 +75,7 @@ impl Poller {
             members: None,
             cluster_versions: BTreeMap::new(),
             writable: Arc::default(),
+            answering: Arc::default(),
         }
     }
 
@@ -245,6 +249,15 @@ impl Poller {
             })
             .collect();
         *self.writable.lock().unwrap_or_else(|p| p.into_inner()) = clients;
+        let answering: Vec<(String, String)> = slots
+            .iter()
+            .filter(|s| s.phase == Phase::Running && self.statuses.contains_key(&s.info.name))
+            .filter_map(|s| {
+                let (_, client) = self.clients.get(&s.info.name)?;
+                Some((s.info.name.clone(), client.endpoint().to_string()))
+            })
+            .collect();
+        *self.answering.lock().unwrap_or_else(|p| p.into_inner()) = answering;
     }
 
     fn record_status(&mut self, slot: &str, observed: &ObservedStatus) {

@@ -20,14 +20,18 @@ pub(super) struct Seen<'a> {
     pub replaced: &'a BTreeMap<String, u64>,
     pub statuses: &'a BTreeMap<String, ObservedStatus>,
     pub members: Option<&'a ObservedMembers>,
+    /// PD only: when each slot last handed out a timestamp.
+    pub timestamps: Option<&'a BTreeMap<String, Instant>>,
 }
 
 /// The cluster is as the step wants it, seen after `since`: the subject
 /// is idle; exactly the wanted members run, ready, each newer than any
 /// fault that took it away; each reports one same leader in a status
 /// since `since` and its current start; and the latest member list,
-/// also fresh, holds exactly their peer URLs as started voters. If not,
-/// the first thing missing.
+/// also fresh, holds exactly their peer URLs as started voters; on PD,
+/// each has handed out a timestamp since `since` (PD serves its clients
+/// only once its own leader is elected, after etcd's). If not, the first
+/// thing missing.
 pub(super) fn unsettled(seen: &Seen<'_>, since: Instant) -> Option<String> {
     let Seen {
         idle,
@@ -37,6 +41,7 @@ pub(super) fn unsettled(seen: &Seen<'_>, since: Instant) -> Option<String> {
         replaced,
         statuses,
         members,
+        timestamps,
     } = *seen;
     if !idle {
         return Some("the deployer still acts".into());
@@ -128,6 +133,16 @@ pub(super) fn unsettled(seen: &Seen<'_>, since: Instant) -> Option<String> {
             wanted.len()
         ));
     }
+    if let Some(timestamps) = timestamps
+        && let Some(slot) = wanted
+            .iter()
+            .find(|slot| timestamps.get(&slot.name).is_none_or(|at| *at < since))
+    {
+        return Some(format!(
+            "no PD timestamp through {} since the step began",
+            slot.name
+        ));
+    }
     None
 }
 
@@ -202,6 +217,8 @@ mod tests {
         replaced: BTreeMap<String, u64>,
         statuses: BTreeMap<String, ObservedStatus>,
         members: ObservedMembers,
+        /// Set for PD.
+        timestamps: Option<BTreeMap<String, Instant>>,
     }
 
     impl Cluster {
@@ -222,6 +239,7 @@ mod tests {
                     cluster_id: "c".into(),
                     members: (0..3).map(|o| member(o, true)).collect(),
                 },
+                timestamps: None,
             }
         }
 
@@ -235,10 +253,28 @@ mod tests {
                     replaced: &self.replaced,
                     statuses: &self.statuses,
                     members: Some(&self.members),
+                    timestamps: self.timestamps.as_ref(),
                 },
                 self.since,
             )
         }
+    }
+
+    #[test]
+    fn pd_settles_once_every_member_handed_out_a_timestamp_since_the_step_began() {
+        let mut c = Cluster::settled_3();
+        let before = c.since - Duration::from_millis(5);
+        let after = c.since + Duration::from_millis(20);
+        c.timestamps = Some(BTreeMap::from([
+            ("m0".to_string(), after),
+            ("m1".to_string(), before),
+        ]));
+        assert_eq!(
+            c.check().as_deref(),
+            Some("no PD timestamp through m1 since the step began")
+        );
+        c.timestamps = Some((0..3).map(|o| (format!("m{o}"), after)).collect());
+        assert_eq!(c.check(), None);
     }
 
     #[test]

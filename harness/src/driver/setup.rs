@@ -3,6 +3,7 @@
 //! namespace for Kubernetes; certificates when TLS is on.
 
 use super::{DriveError, RunSpec};
+use crate::engine::EngineKind;
 use crate::engine::etcd::ClientConfig;
 use crate::engine::tls::TlsMaterial;
 use crate::model::{EngineView, SERVICE_PORT, ServiceView};
@@ -31,6 +32,8 @@ pub(super) struct Ready {
     pub tls: Option<TlsMaterial>,
     pub client_config: ClientConfig,
     pub engine_view: EngineView,
+    /// The engine's config file, where the engine needs one (PD).
+    pub engine_config: Option<String>,
     pub service: ServiceView,
     /// Data directories and certificates, removed when the run ends.
     pub _scratch: Option<TempDir>,
@@ -87,6 +90,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                 tls: None,
                 timeout: KUBE_POLL_TIMEOUT,
             },
+            engine_config: None,
             engine_view: EngineView {
                 kind: spec.engine.kind().to_string(),
                 version: spec.engine.version(),
@@ -111,6 +115,25 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
         ));
     };
     let scratch = scratch()?;
+    let engine_config = match install.kind {
+        EngineKind::Etcd => None,
+        EngineKind::Pd => {
+            if !matches!(spec.substrate, SubstrateChoice::Process) {
+                return Err(DriveError::Invalid(format!(
+                    "PD runs on processes only for now, not on {}",
+                    spec.substrate.name()
+                )));
+            }
+            let path = scratch.path().join("pd-timing.toml");
+            std::fs::write(&path, crate::engine::pd::timing_config()).map_err(|source| {
+                DriveError::Io {
+                    what: "writing PD's config file",
+                    source,
+                }
+            })?;
+            Some(path.display().to_string())
+        }
+    };
     let tls_dir = scratch.path().join("tls");
     let generate_tls = |members: Vec<(String, Vec<String>)>| {
         spec.tls
@@ -143,6 +166,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                 let service_ip = plan.service_ip();
                 match ProcessSubstrate::new(
                     recorder.clone(),
+                    spec.engine.kind(),
                     slots.clone(),
                     plan,
                     &scratch.path().join("data"),
@@ -180,6 +204,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
             );
             let config = DockerRunConfig {
                 run_label: label,
+                engine: spec.engine.kind(),
                 replicas,
                 tls: spec.tls,
                 image,
@@ -232,6 +257,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
             timeout: POLL_TIMEOUT,
         },
         tls,
+        engine_config,
         engine_view: EngineView {
             kind: install.kind.to_string(),
             version: install.version.clone(),

@@ -6,6 +6,7 @@ pub mod gobuild;
 pub mod pd;
 pub mod provision;
 pub mod tls;
+pub mod tso;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -26,6 +27,31 @@ impl EngineKind {
         match self {
             EngineKind::Etcd => "etcd",
             EngineKind::Pd => "pd",
+        }
+    }
+}
+
+impl EngineKind {
+    /// Parses one log line of `slot` with this engine's parser and records
+    /// what it shows, if anything.
+    pub fn record_log_line(self, recorder: &crate::trace::Recorder, slot: &str, line: &str) {
+        match self {
+            EngineKind::Etcd => etcd::record_log_line(recorder, slot, line),
+            EngineKind::Pd => pd::record_log_line(recorder, slot, line),
+        }
+    }
+
+    /// The flags every member of this engine gets, whoever deploys it;
+    /// `config` is the engine's config file where it needs one (PD).
+    pub fn base_args(
+        self,
+        slot: &etcd::SlotEndpoints,
+        tls: Option<&tls::TlsMaterial>,
+        config: Option<&str>,
+    ) -> Vec<String> {
+        match self {
+            EngineKind::Etcd => etcd::base_args(slot, tls),
+            EngineKind::Pd => pd::base_args(slot, config),
         }
     }
 }

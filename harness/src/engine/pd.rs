@@ -4,10 +4,9 @@
 //! `[time] [LEVEL] [file:line] ["message"] [key=value] [key="quoted value"]`.
 //! Its embedded etcd logs through the same logger, so etcd's facts
 //! ("starting an etcd server", "added member") keep their field names.
-//! Not wired into runs yet: the driver still speaks etcd only.
 
 use super::etcd::{LogFact, SlotEndpoints, classify_error, parse_initial_cluster};
-use crate::trace::{EngineErrorClass, MembershipOp, StartConfig};
+use crate::trace::{EngineErrorClass, EventKind, MembershipOp, StartConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -32,21 +31,76 @@ pub enum PdLogFact {
         initial_cluster_state: String,
         join: String,
     },
-    /// `"init cluster id"` (this start created it) or `"existed cluster id"`.
-    ClusterId { id: u64, created: bool },
+    /// `"existed cluster id"`, or `"init cluster id"`: none was stored when
+    /// this start looked, and it ran the create-if-absent transaction
+    /// (`pkg/storage/endpoint/cluster_id.go` `InitClusterID`), so several
+    /// genesis members may log it with the one ID that won.
+    ClusterId { id: u64, existed: bool },
 }
 
-/// The flags every PD member gets whatever the deployer decides. Bootstrap
-/// flags (`--initial-cluster` or `--join`) are the deployer's job.
-pub fn base_args(slot: &SlotEndpoints) -> Vec<String> {
-    vec![
+impl PdLogFact {
+    /// The trace event a fact of `slot`'s log is, if any.
+    pub fn into_event(self, slot: &str) -> Option<EventKind> {
+        match self {
+            PdLogFact::Etcd(fact) => fact.into_event(slot),
+            PdLogFact::EffectiveConfig {
+                initial_cluster,
+                initial_cluster_state,
+                join,
+                ..
+            } => Some(EventKind::PdConfig {
+                slot: slot.to_string(),
+                initial_cluster,
+                initial_cluster_state,
+                join,
+            }),
+            PdLogFact::ClusterId { id, existed } => Some(EventKind::PdClusterId {
+                slot: slot.to_string(),
+                cluster_id: id.to_string(),
+                existed,
+            }),
+        }
+    }
+}
+
+/// Parses one log line of `slot` and records what it shows, if anything.
+pub fn record_log_line(recorder: &crate::trace::Recorder, slot: &str, line: &str) {
+    if let Some(event) = parse_log_line(line).and_then(|fact| fact.into_event(slot)) {
+        recorder.record(event);
+    }
+}
+
+/// PD's raft timings, the same as etcd's members get (PD takes them only
+/// from a config file). At PD's defaults (500 ms ticks, 3 s elections) a
+/// 1 -> 2 seed join left the cluster without quorum for 15-20 s, measured
+/// on 8.5.7: the joiner's embedded etcd first waits out a linearizable
+/// read the lone seed cannot serve (5 s + 2 elections), then an election.
+pub fn timing_config() -> String {
+    format!(
+        "# raftcert: loopback timings, as etcd members get them\n\
+         tick-interval = \"{}ms\"\n\
+         election-interval = \"{}ms\"\n",
+        super::etcd::HEARTBEAT_MS,
+        super::etcd::ELECTION_MS
+    )
+}
+
+/// The flags every PD member gets whatever the deployer decides; `config`
+/// is a file holding [`timing_config`]. Bootstrap flags (`--initial-cluster`
+/// or `--join`) are the deployer's job.
+pub fn base_args(slot: &SlotEndpoints, config: Option<&str>) -> Vec<String> {
+    let mut args = vec![
         format!("--name={}", slot.name),
         format!("--data-dir={}", slot.data_dir),
         format!("--peer-urls={}", slot.listen_peer_url),
         format!("--advertise-peer-urls={}", slot.peer_url),
         format!("--client-urls={}", slot.listen_client_url),
         format!("--advertise-client-urls={}", slot.client_url),
-    ]
+    ];
+    if let Some(config) = config {
+        args.push(format!("--config={config}"));
+    }
+    args
 }
 
 /// Splits a line into level, message and fields; `None` for lines in
@@ -134,7 +188,7 @@ pub fn parse_log_line(line: &str) -> Option<PdLogFact> {
         }
         "init cluster id" | "existed cluster id" => Some(PdLogFact::ClusterId {
             id: field("cluster-id").parse().ok()?,
-            created: line.message == "init cluster id",
+            existed: line.message == "existed cluster id",
         }),
         "starting an etcd server" => Some(PdLogFact::Etcd(LogFact::Start(StartConfig {
             name: field("name").to_string(),
@@ -259,14 +313,14 @@ mod tests {
             parse_log_line(INIT_ID),
             Some(PdLogFact::ClusterId {
                 id: 7714657707498014917,
-                created: true
+                existed: false
             })
         );
         assert_eq!(
             parse_log_line(EXISTED_ID),
             Some(PdLogFact::ClusterId {
                 id: 7714657707498014917,
-                created: false
+                existed: true
             })
         );
     }
@@ -304,6 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn the_timing_config_gives_pd_the_timings_etcd_members_get() {
+        let config = timing_config();
+        assert!(config.contains(&format!(
+            "tick-interval = \"{}ms\"",
+            super::super::etcd::HEARTBEAT_MS
+        )));
+        assert!(config.contains(&format!(
+            "election-interval = \"{}ms\"",
+            super::super::etcd::ELECTION_MS
+        )));
+    }
+
+    #[test]
     fn base_args_name_the_member_and_its_urls_only() {
         let slot = SlotEndpoints {
             name: "pd0".into(),
@@ -313,8 +380,9 @@ mod tests {
             listen_client_url: "http://127.1.2.10:12379".into(),
             data_dir: "/d/pd0".into(),
         };
-        let args = base_args(&slot);
+        let args = base_args(&slot, Some("/run/pd.toml"));
         assert!(args.contains(&"--advertise-peer-urls=http://127.1.2.10:2380".to_string()));
+        assert!(args.contains(&"--config=/run/pd.toml".to_string()));
         assert!(args.contains(&"--peer-urls=http://127.1.2.10:12380".to_string()));
         assert!(
             !args

@@ -12,7 +12,8 @@ pub const INVARIANT: Invariant = Invariant {
     description: "Every first start outside the genesis configuration uses \
                   initial-cluster-state=existing, happens after its peer URL was added, and \
                   lists exactly the peer URLs of the current membership; the engine never \
-                  refuses a join configuration.",
+                  refuses a join configuration. A PD --join names members of the cluster, \
+                  never the joiner itself.",
     check,
 };
 
@@ -39,6 +40,9 @@ pub fn check(trace: &Trace) -> Verdict {
                 } else {
                     check_join(&model, pos, slot, config, &mut v);
                 }
+            }
+            EventKind::PdConfig { slot, join, .. } if !join.is_empty() => {
+                check_join_targets(&model, pos, slot, join, &mut v);
             }
             EventKind::EngineError {
                 slot,
@@ -175,6 +179,66 @@ fn check_join(model: &Model, pos: usize, slot: &str, config: &StartConfig, v: &m
     );
 }
 
+/// A PD `--join`: never the joiner's own client URL (PD refuses only an
+/// exact match), and on a first start (no data) only client URLs of
+/// members of the cluster at that moment.
+fn check_join_targets(model: &Model, pos: usize, slot: &str, join: &str, v: &mut Verdict) {
+    let e = &model.events[pos];
+    let targets: Vec<String> = join
+        .split(',')
+        .map(norm_url)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let own_client = model.slot(slot).map(|s| norm_url(&s.client_url));
+    if let Some(own) = own_client.as_ref().filter(|o| targets.contains(*o)) {
+        v.violate(
+            format!(
+                "{slot} was started at t={}ms with --join naming itself ({own})",
+                e.t_ms
+            ),
+            vec![e.clone()],
+        );
+        return;
+    }
+    let first_start = process_start_before(model.events, pos, slot).is_some_and(|p| {
+        matches!(
+            &model.events[p].kind,
+            EventKind::ProcessStarted {
+                had_data: false,
+                ..
+            }
+        )
+    });
+    if !first_start {
+        return;
+    }
+    let views = model.membership_views(pos);
+    for target in &targets {
+        let owner = model
+            .slots
+            .iter()
+            .find(|s| norm_url(&s.client_url) == *target);
+        let is_member = owner.is_some_and(|o| {
+            let peer = norm_url(&o.peer_url);
+            views
+                .iter()
+                .any(|view| view.members.peer_urls().contains(&peer))
+        });
+        if !is_member {
+            let whose = owner.map_or("no slot's client URL".to_string(), |o| {
+                format!("{}'s client URL, not a member then", o.name)
+            });
+            v.violate(
+                format!(
+                    "{slot} was started at t={}ms with --join {target}: {whose}",
+                    e.t_ms
+                ),
+                vec![e.clone()],
+            );
+        }
+    }
+}
+
 /// The slot's last process start before `before`, if no exit came between.
 fn process_start_before(events: &[Event], before: usize, slot: &str) -> Option<usize> {
     for (p, e) in events[..before].iter().enumerate().rev() {
@@ -206,6 +270,49 @@ mod tests {
     use super::*;
     use crate::invariants::testkit::*;
     use crate::trace::{FaultKind, MembershipOp};
+
+    /// PD's way in: m3 starts with `--join`, adds itself, then its etcd
+    /// starts `existing`.
+    fn pd_join_of_m3(targets: &str) -> Trace {
+        static_3()
+            .ev(step_started(1, 4))
+            .ev(started(3, false))
+            .ev(EventKind::PdConfig {
+                slot: name(3),
+                initial_cluster: Default::default(),
+                initial_cluster_state: "existing".into(),
+                join: targets.into(),
+            })
+            .ev(applied(0, MembershipOp::Add, "a3", 3))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(local(3, "a3", false))
+            .ev(step_finished(1, true))
+            .finish()
+    }
+
+    #[test]
+    fn a_pd_join_through_members_passes() {
+        assert_passed(&check(&pd_join_of_m3(&format!(
+            "{},{}",
+            client(0),
+            client(1)
+        ))));
+    }
+
+    #[test]
+    fn a_pd_join_naming_itself_fails() {
+        let v = check(&pd_join_of_m3(&format!("{},{}", client(0), client(3))));
+        assert_violation(&v, "m3 was started at");
+        assert_violation(&v, "with --join naming itself");
+    }
+
+    #[test]
+    fn a_pd_join_through_a_non_member_fails() {
+        let v = check(&pd_join_of_m3(&client(4)));
+        assert_violation(&v, "m4's client URL, not a member then");
+        let v = check(&pd_join_of_m3("http://127.9.9.9:2379"));
+        assert_violation(&v, "no slot's client URL");
+    }
 
     #[test]
     fn correct_deployers_pass() {

@@ -15,8 +15,10 @@ pub mod i8_unique_urls;
 pub mod i9_operator_status;
 pub mod model;
 pub mod n1_minority_refuses_writes;
+pub mod p1_pd_cluster_id;
 #[cfg(test)]
 mod scenarios;
+pub mod t1_tso_monotonic;
 #[cfg(test)]
 mod testkit;
 
@@ -122,6 +124,8 @@ pub fn registry() -> &'static [Invariant] {
         i8_unique_urls::INVARIANT,
         i9_operator_status::INVARIANT,
         n1_minority_refuses_writes::INVARIANT,
+        p1_pd_cluster_id::INVARIANT,
+        t1_tso_monotonic::INVARIANT,
         d1_durability::INVARIANT,
         c1_convergence::INVARIANT,
     ]

@@ -29,6 +29,8 @@ pub fn story(trace: &crate::trace::Trace, limit: usize) -> Vec<String> {
                 | EventKind::SlotDeleted { .. }
                 | EventKind::DataWiped { .. }
                 | EventKind::LocalMember { .. }
+                | EventKind::PdConfig { .. }
+                | EventKind::PdClusterId { .. }
                 | EventKind::EngineError { .. }
                 | EventKind::MembershipCall { .. }
                 | EventKind::NetworkCut { .. }
@@ -240,6 +242,33 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
                 text(&config.initial_cluster_token),
             )
         }
+        EventKind::PdConfig {
+            slot,
+            initial_cluster,
+            initial_cluster_state,
+            join,
+        } => {
+            let names: Vec<&str> = initial_cluster.keys().map(String::as_str).collect();
+            write!(
+                out,
+                " slot={} state={} cluster=[{}] join={}",
+                text(slot),
+                text(initial_cluster_state),
+                names.join(" "),
+                text(join)
+            )
+        }
+        EventKind::PdClusterId {
+            slot,
+            cluster_id,
+            existed,
+        } => write!(
+            out,
+            " slot={} pd-cluster={} {}",
+            text(slot),
+            text(cluster_id),
+            if *existed { "existed" } else { "first read" }
+        ),
         EventKind::LocalMember {
             slot,
             member_id,
@@ -349,6 +378,20 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             error,
         } => {
             write!(out, " key={} value={}", text(key), text(value))?;
+            outcome(out, *ok, error.as_deref())
+        }
+        EventKind::Tso {
+            slot,
+            sent_ms,
+            ok,
+            physical,
+            logical,
+            error,
+        } => {
+            write!(out, " slot={} sent={sent_ms}ms", text(slot))?;
+            if *ok {
+                write!(out, " ts={physical}.{logical}")?;
+            }
             outcome(out, *ok, error.as_deref())
         }
         EventKind::FinalRead { ok, error, values } => {

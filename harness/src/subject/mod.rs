@@ -47,6 +47,15 @@ impl SubjectChoice {
         }
     }
 
+    /// Whether it deploys `engine`: a built-in strategy knows one engine's
+    /// flags; deployers read the engine from each observation.
+    pub fn deploys(&self, engine: crate::engine::EngineKind) -> bool {
+        match self {
+            SubjectChoice::Builtin(info) => info.deploys(engine),
+            _ => true,
+        }
+    }
+
     /// Whether the subject can be crashed as a fault; the reason if not.
     pub fn offers_crash(&self) -> Result<(), String> {
         match self {

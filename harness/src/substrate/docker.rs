@@ -7,7 +7,7 @@
 //! [`gc`] can find what a killed run left behind.
 
 use super::{RestartPolicy, SlotState, Substrate, SubstrateError};
-use crate::engine::etcd::record_log_line;
+use crate::engine::EngineKind;
 use crate::engine::provision::EngineInstall;
 use crate::faults::Op;
 use crate::model::{ExitInfo, Phase, Spec};
@@ -435,6 +435,8 @@ type Cut = (u32, String);
 pub struct DockerSubstrate {
     docker: Docker,
     recorder: Recorder,
+    /// Whose log format the members write.
+    engine: EngineKind,
     run_label: String,
     network: String,
     gateway: String,
@@ -450,6 +452,7 @@ pub struct DockerSubstrate {
 pub struct DockerRunConfig {
     /// Unique among the engine's live runs; names derive from it.
     pub run_label: String,
+    pub engine: EngineKind,
     pub replicas: u32,
     pub tls: bool,
     pub image: String,
@@ -476,6 +479,7 @@ impl DockerSubstrate {
     ) -> Result<(Self, DockerLayout), SubstrateError> {
         let DockerRunConfig {
             run_label,
+            engine,
             replicas,
             tls,
             image,
@@ -509,6 +513,7 @@ impl DockerSubstrate {
         let mut backend = DockerSubstrate {
             docker: docker.clone(),
             recorder,
+            engine,
             run_label: run_label.to_string(),
             network: network.clone(),
             gateway: String::new(),
@@ -705,6 +710,7 @@ impl DockerSubstrate {
         let incarnation = slot.state.incarnation;
         let docker = self.docker.clone();
         let recorder = self.recorder.clone();
+        let engine = self.engine;
         let log_path = self.logs_dir.join(format!("{name}.log"));
         tokio::spawn(async move {
             let mut file = tokio::fs::OpenOptions::new()
@@ -729,7 +735,7 @@ impl DockerSubstrate {
                         let _ = f.write_all(line.as_bytes()).await;
                         let _ = f.write_all(b"\n").await;
                     }
-                    record_log_line(&recorder, &name, line);
+                    engine.record_log_line(&recorder, &name, line);
                 }
             }
             let mut wait = docker.wait_container(

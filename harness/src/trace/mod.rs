@@ -263,6 +263,25 @@ pub enum EventKind {
         class: EngineErrorClass,
         message: String,
     },
+    /// PD's configuration after its own join step (`"PD config"`): a
+    /// `--join` start shows the initial cluster PD computed, and `existing`.
+    PdConfig {
+        slot: String,
+        initial_cluster: BTreeMap<String, Vec<String>>,
+        initial_cluster_state: String,
+        /// The `--join` target URLs, empty for none.
+        join: String,
+    },
+    /// PD's cluster ID as one start read it (`"init cluster id"` or
+    /// `"existed cluster id"`).
+    PdClusterId {
+        slot: String,
+        /// Decimal, as PD prints it.
+        cluster_id: String,
+        /// Whether the ID was already stored when this start looked; a
+        /// start that found none ran the create-if-absent transaction.
+        existed: bool,
+    },
     /// A membership call made on behalf of the deployer.
     MembershipCall {
         op: MembershipOp,
@@ -304,6 +323,19 @@ pub enum EventKind {
         /// Whether the member's side holds a quorum of the voting members.
         side_has_quorum: bool,
         ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// One timestamp asked of PD through `slot`'s member (T1); `t_ms` is
+    /// when the answer came, `sent_ms` when it was asked.
+    Tso {
+        slot: String,
+        sent_ms: u64,
+        ok: bool,
+        #[serde(default)]
+        physical: i64,
+        #[serde(default)]
+        logical: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
@@ -354,12 +386,15 @@ impl EventKind {
             EventKind::LocalMember { .. } => "local-member",
             EventKind::MembershipApplied { .. } => "membership-applied",
             EventKind::EngineError { .. } => "engine-error",
+            EventKind::PdConfig { .. } => "pd-config",
+            EventKind::PdClusterId { .. } => "pd-cluster-id",
             EventKind::MembershipCall { .. } => "membership-call",
             EventKind::MemberList { .. } => "member-list",
             EventKind::MemberStatus { .. } => "member-status",
             EventKind::NetworkCut { .. } => "network-cut",
             EventKind::NetworkHealed => "network-healed",
             EventKind::WriteProbe { .. } => "write-probe",
+            EventKind::Tso { .. } => "tso",
             EventKind::ClientWrite { .. } => "client-write",
             EventKind::FinalRead { .. } => "final-read",
             EventKind::OperatorStatus { .. } => "operator-status",

@@ -5,7 +5,7 @@
 mod links;
 
 use super::{RestartPolicy, SlotState, Substrate, SubstrateError};
-use crate::engine::etcd::record_log_line;
+use crate::engine::EngineKind;
 use crate::faults::Op;
 use crate::model::{ExitInfo, Phase, Spec};
 use crate::sys::reaper;
@@ -111,6 +111,8 @@ struct Slot {
 
 pub struct ProcessSubstrate {
     recorder: Recorder,
+    /// Whose log format the members write.
+    engine: EngineKind,
     logs_dir: PathBuf,
     slots: Vec<Slot>,
     /// The proxies in front of every member, and the faults they apply.
@@ -124,6 +126,7 @@ impl ProcessSubstrate {
     /// file per slot. The proxies start listening at once.
     pub fn new(
         recorder: Recorder,
+        engine: EngineKind,
         slots: Vec<SlotInfo>,
         plan: AddressPlan,
         data_root: &Path,
@@ -179,6 +182,7 @@ impl ProcessSubstrate {
         }
         Ok(ProcessSubstrate {
             recorder,
+            engine,
             logs_dir: logs_dir.to_path_buf(),
             slots: states,
             links,
@@ -195,6 +199,7 @@ impl ProcessSubstrate {
 
     fn spawn(&mut self, idx: usize) -> Result<(), SubstrateError> {
         let recorder = self.recorder.clone();
+        let engine = self.engine;
         let log_path = self
             .logs_dir
             .join(format!("{}.log", self.slots[idx].state.info.name));
@@ -301,7 +306,7 @@ impl ProcessSubstrate {
                     let _ = f.write_all(line.as_bytes()).await;
                     let _ = f.write_all(b"\n").await;
                 }
-                record_log_line(&recorder, &name, &line);
+                engine.record_log_line(&recorder, &name, &line);
             }
             for reader in readers {
                 let _ = reader.await;
@@ -579,6 +584,7 @@ mod tests {
         let dir = crate::sys::TempDir::new("raftcert-prefix-test").expect("temp dir");
         let mut substrate = ProcessSubstrate::new(
             crate::trace::Recorder::in_memory(),
+            crate::engine::EngineKind::Etcd,
             slots.clone(),
             plan,
             &dir.path().join("data"),
@@ -591,6 +597,7 @@ mod tests {
         assert_eq!(again.prefix, prefix);
         ProcessSubstrate::new(
             crate::trace::Recorder::in_memory(),
+            crate::engine::EngineKind::Etcd,
             slots,
             again,
             &dir.path().join("data2"),

@@ -4,14 +4,17 @@
 mod broken;
 mod discovery;
 mod learner;
+mod pd;
 mod seed_join;
 mod static_bootstrap;
 
 use super::{Deployer, DeployerContext};
+use crate::engine::EngineKind;
 use crate::model::{Action, Observation, Phase, SlotView, Spec};
 
 pub use discovery::Discovery;
 pub use learner::Learner;
+pub use pd::PdJoin;
 pub use seed_join::SeedJoin;
 pub use static_bootstrap::StaticBootstrap;
 
@@ -23,6 +26,8 @@ pub struct StrategyInfo {
     /// The invariant a broken strategy must trip.
     pub expected_violation: Option<&'static str>,
     pub summary: &'static str,
+    /// The engines it deploys.
+    pub engines: &'static [EngineKind],
     build: fn(&DeployerContext) -> Box<dyn Deployer>,
 }
 
@@ -30,7 +35,14 @@ impl StrategyInfo {
     pub fn build(&self, ctx: &DeployerContext) -> Box<dyn Deployer> {
         (self.build)(ctx)
     }
+
+    pub fn deploys(&self, engine: EngineKind) -> bool {
+        self.engines.contains(&engine)
+    }
 }
+
+const ETCD: &[EngineKind] = &[EngineKind::Etcd];
+const PD: &[EngineKind] = &[EngineKind::Pd];
 
 pub fn registry() -> &'static [StrategyInfo] {
     &[
@@ -39,6 +51,7 @@ pub fn registry() -> &'static [StrategyInfo] {
             correct: true,
             expected_violation: None,
             summary: "seed starts new alone, then MemberAdd + existing, one at a time (coreos etcd-operator)",
+            engines: ETCD,
             build: |_| Box::new(SeedJoin),
         },
         StrategyInfo {
@@ -46,6 +59,7 @@ pub fn registry() -> &'static [StrategyInfo] {
             correct: true,
             expected_violation: None,
             summary: "all N start new with one initial-cluster; later members join (bitnami, etcd-druid, tidb-operator v2)",
+            engines: ETCD,
             build: |_| Box::new(StaticBootstrap),
         },
         StrategyInfo {
@@ -53,6 +67,7 @@ pub fn registry() -> &'static [StrategyInfo] {
             correct: true,
             expected_violation: None,
             summary: "start scripts ask a discovery service; the last asker at N bootstraps alone, others join (tidb-operator v1)",
+            engines: ETCD,
             build: |ctx| Box::new(Discovery::start(ctx)),
         },
         StrategyInfo {
@@ -60,13 +75,31 @@ pub fn registry() -> &'static [StrategyInfo] {
             correct: true,
             expected_violation: None,
             summary: "add as learner, start existing, promote once caught up (etcd-io/etcd-operator)",
+            engines: ETCD,
             build: |_| Box::new(Learner),
+        },
+        StrategyInfo {
+            name: "pd-seed-join",
+            correct: true,
+            expected_violation: None,
+            summary: "one PD starts alone, the others start with --join (PD adds itself), one at a time",
+            engines: PD,
+            build: |_| Box::new(PdJoin::seed()),
+        },
+        StrategyInfo {
+            name: "tidb-v2-static",
+            correct: true,
+            expected_violation: None,
+            summary: "all N PDs start with one initial-cluster; later ones --join the running PDs (tidb-operator v2)",
+            engines: PD,
+            build: |_| Box::new(PdJoin::static_bootstrap()),
         },
         StrategyInfo {
             name: "broken-all-new-alone",
             correct: false,
             expected_violation: Some("I1"),
             summary: "BROKEN: every member starts new with only itself in initial-cluster",
+            engines: ETCD,
             build: |_| Box::new(broken::AllNewAlone),
         },
         StrategyInfo {
@@ -74,6 +107,7 @@ pub fn registry() -> &'static [StrategyInfo] {
             correct: false,
             expected_violation: Some("I6"),
             summary: "BROKEN: a member that lost its data is restarted new with the original initial-cluster",
+            engines: ETCD,
             build: |_| Box::new(broken::LostVolumeRestartsNew::default()),
         },
         StrategyInfo {
@@ -81,6 +115,7 @@ pub fn registry() -> &'static [StrategyInfo] {
             correct: false,
             expected_violation: Some("I2"),
             summary: "BROKEN: later members start existing without a MemberAdd",
+            engines: ETCD,
             build: |_| Box::new(broken::JoinWithoutAdd),
         },
     ]
@@ -210,16 +245,21 @@ pub(crate) enum Genesis {
     Static,
 }
 
-/// Starts for the genesis of a cluster that does not exist yet.
-pub(crate) fn genesis_actions(obs: &Observation, genesis: Genesis) -> Vec<Action> {
-    let members: Vec<&SlotView> = match genesis {
+/// The slots that start a cluster that does not exist yet.
+pub(crate) fn genesis_members<'o>(obs: &'o Observation, genesis: &Genesis) -> Vec<&'o SlotView> {
+    match genesis {
         Genesis::Seed => obs
             .desired_slots()
             .min_by_key(|s| s.ordinal)
             .into_iter()
             .collect(),
         Genesis::Static => obs.desired_slots().collect(),
-    };
+    }
+}
+
+/// Starts for the genesis of a cluster that does not exist yet.
+pub(crate) fn genesis_actions(obs: &Observation, genesis: Genesis) -> Vec<Action> {
+    let members = genesis_members(obs, &genesis);
     let initial = members
         .iter()
         .map(|s| format!("{}={}", s.name, s.peer_url))
