@@ -337,10 +337,18 @@ fn an_etcd_strategy_on_pd_is_refused_in_one_line() {
 }
 
 #[test]
-fn pd_on_docker_or_with_tls_is_refused_in_one_line() {
+fn pd_with_tls_or_another_image_is_refused_in_one_line() {
     for args in [
-        &["run", "--engine", "pd@8.5.7", "--backend", "docker"][..],
         &["run", "--engine", "pd@8.5.7", "--tls"][..],
+        &[
+            "run",
+            "--engine",
+            "pd@8.5.7",
+            "--backend",
+            "docker",
+            "--image",
+            "pingcap/pd:v8.5.7",
+        ][..],
     ] {
         let out = raftcert(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -787,3 +787,58 @@ pub async fn an_image_that_cannot_be_pulled_is_an_environment_error(kubeconfig: 
         run.duration_ms
     );
 }
+
+/// docs/findings.md, "PD v26.3.4: a joiner that lost its only peer
+/// during its first start never starts again": when the seed is lost
+/// after the joiner's etcd created `member/` but before its WAL, v26's
+/// `PrepareJoinCluster` (no `join` file since PD #9199) takes `member/`
+/// for data and starts etcd with an empty initial cluster, which refuses
+/// forever. Whether the seed dies before or after that point is a race,
+/// so this cell may pass; when it fails, it must fail this way and no
+/// other.
+pub fn assert_pd_26_empty_initial_cluster_finding(result: &RunResult) {
+    let failed: Vec<&str> = result
+        .verdicts
+        .iter()
+        .filter(|v| !v.violations.is_empty())
+        .map(|v| v.invariant.as_str())
+        .collect();
+    let i2 = result
+        .verdicts
+        .iter()
+        .find(|v| v.invariant == "I2")
+        .unwrap_or_else(|| panic!("no I2 verdict"));
+    assert!(
+        failed.contains(&"I2")
+            && i2.violations.iter().any(|x| {
+                x.message.contains("refused its join configuration")
+                    && x.message.contains("couldn't find local name")
+            }),
+        "not the documented PD 26.3.4 finding: {}",
+        explain(result)
+    );
+    assert!(
+        !failed.contains(&"I1") && !failed.contains(&"P1"),
+        "the finding is a member that never starts, not a second cluster: {}",
+        explain(result)
+    );
+}
+
+/// A passing PD run had something to judge for its own invariants: P1 read
+/// the PD cluster ID, and T1 judged timestamps (every step settles only
+/// once each wanted member handed one out since it began).
+pub fn assert_pd_judged(result: &RunResult) {
+    for (id, metric) in [("P1", "pd_cluster_id_reads"), ("T1", "timestamps")] {
+        let verdict = result
+            .verdicts
+            .iter()
+            .find(|v| v.invariant == id)
+            .unwrap_or_else(|| panic!("no {id} verdict"));
+        assert_eq!(verdict.outcome_word(), "pass", "{id}: {}", explain(result));
+        assert!(
+            verdict.metrics.get(metric).is_some_and(|n| *n >= 1.0),
+            "{id} judged nothing: {}",
+            explain(result)
+        );
+    }
+}

@@ -2,7 +2,10 @@
 //! on real etcd; every broken strategy is caught by the right invariant.
 
 use raftcert::report::RunStatus;
-use raftcert_suites::{explain, load_suite, missing_from_matrix, run};
+use raftcert_suites::{
+    assert_pd_26_empty_initial_cluster_finding, assert_pd_judged, explain, load_suite,
+    missing_from_matrix, run,
+};
 use rstest::rstest;
 
 const SUITE: &str = "conformance.yaml";
@@ -59,58 +62,7 @@ async fn correct_pd_strategy_passes(
         return;
     }
     assert_eq!(result.status, RunStatus::Pass, "{}", explain(&result));
-    let p1 = result
-        .verdicts
-        .iter()
-        .find(|v| v.invariant == "P1")
-        .unwrap_or_else(|| panic!("no P1 verdict"));
-    assert_eq!(p1.outcome_word(), "pass", "{}", explain(&result));
-    assert!(p1.metrics["pd_cluster_id_reads"] >= 1.0);
-    // Every step settles only once each wanted member handed out a
-    // timestamp since it began, so T1 always has some to judge.
-    let t1 = result
-        .verdicts
-        .iter()
-        .find(|v| v.invariant == "T1")
-        .unwrap_or_else(|| panic!("no T1 verdict"));
-    assert_eq!(t1.outcome_word(), "pass", "{}", explain(&result));
-    assert!(t1.metrics["timestamps"] >= 1.0);
-}
-
-/// docs/findings.md, "PD v26.3.4: a joiner that lost its only peer
-/// during its first start never starts again": when the seed is lost
-/// after the joiner's etcd created `member/` but before its WAL, v26's
-/// `PrepareJoinCluster` (no `join` file since PD #9199) takes `member/`
-/// for data and starts etcd with an empty initial cluster, which refuses
-/// forever. Whether the seed dies before or after that point is a race,
-/// so this cell may pass; when it fails, it must fail this way and no
-/// other.
-fn assert_pd_26_empty_initial_cluster_finding(result: &raftcert::report::RunResult) {
-    let failed: Vec<&str> = result
-        .verdicts
-        .iter()
-        .filter(|v| !v.violations.is_empty())
-        .map(|v| v.invariant.as_str())
-        .collect();
-    let i2 = result
-        .verdicts
-        .iter()
-        .find(|v| v.invariant == "I2")
-        .unwrap_or_else(|| panic!("no I2 verdict"));
-    assert!(
-        failed.contains(&"I2")
-            && i2.violations.iter().any(|x| {
-                x.message.contains("refused its join configuration")
-                    && x.message.contains("couldn't find local name")
-            }),
-        "not the documented PD 26.3.4 finding: {}",
-        explain(result)
-    );
-    assert!(
-        !failed.contains(&"I1") && !failed.contains(&"P1"),
-        "the finding is a member that never starts, not a second cluster: {}",
-        explain(result)
-    );
+    assert_pd_judged(&result);
 }
 
 #[rstest]

@@ -4,7 +4,10 @@
 
 use raftcert::report::RunStatus;
 use raftcert::trace::{EventKind, read_trace};
-use raftcert_suites::{explain, load_suite, missing_from_matrix, output_dir, run_docker};
+use raftcert_suites::{
+    assert_pd_26_empty_initial_cluster_finding, assert_pd_judged, explain, load_suite,
+    missing_from_matrix, output_dir, run_docker,
+};
 use rstest::rstest;
 
 const SUITE: &str = "conformance.yaml";
@@ -26,15 +29,58 @@ fn matrix_covers_every_scenario_of_the_suite() {
         hosted.len() < suite.scenarios.len(),
         "link delay is not hosted"
     );
-    let missing = missing_from_matrix(
-        include_str!("docker.rs"),
+    for matrix in [
         "correct_strategy_passes_on_docker",
-        hosted,
-    );
-    assert!(
-        missing.is_empty(),
-        "missing from the docker matrix: {missing:?}"
-    );
+        "correct_pd_strategy_passes_on_docker",
+    ] {
+        let missing = missing_from_matrix(include_str!("docker.rs"), matrix, hosted.clone());
+        assert!(
+            missing.is_empty(),
+            "missing from the docker matrix {matrix}: {missing:?}"
+        );
+    }
+}
+
+/// PD in containers, in the image raftcert builds from the PD binary (with
+/// PD's timing file): the same cells as on processes.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct_pd_strategy_passes_on_docker(
+    #[values(
+        "bootstrap-1",
+        "bootstrap-3",
+        "bootstrap-5",
+        "scale-out-1-3-5",
+        "scale-in-5-3",
+        "restart-one",
+        "rolling-restart",
+        "full-restart",
+        "pod-loss",
+        "volume-loss",
+        "first-member-lost-mid-scale-out",
+        "deployer-crash-mid-scale-out",
+        "leader-killed-follower-frozen",
+        "leader-partitioned",
+        "majority-partitioned",
+        "minority-partitioned-mid-scale-out",
+        "member-disconnected",
+        "first-joiner-stalled"
+    )]
+    scenario: &str,
+    #[values("pd-seed-join", "tidb-v2-static")] strategy: &str,
+    #[values("8.5.7", "26.3.4")] version: &str,
+) {
+    let result = run_docker(SUITE, scenario, strategy, version).await;
+    if scenario == "first-member-lost-mid-scale-out"
+        && version == "26.3.4"
+        && result.status != RunStatus::Pass
+    {
+        assert_pd_26_empty_initial_cluster_finding(&result);
+        return;
+    }
+    assert_eq!(result.status, RunStatus::Pass, "{}", explain(&result));
+    assert_eq!(result.backend, "docker");
+    assert_pd_judged(&result);
 }
 
 #[rstest]

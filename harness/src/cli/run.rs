@@ -274,11 +274,11 @@ async fn choose(
                     "{kind}@{version}: PD runs take no --tls yet (its certificate flags are not wired)"
                 )));
             }
-            if local == BackendArg::Docker
+            if args.image.is_some()
                 && let Some((kind, version)) = wanted.iter().find(|(k, _)| *k == EngineKind::Pd)
             {
                 return Err(bad(format!(
-                    "{kind}@{version}: PD runs on processes only for now (--backend process)"
+                    "{kind}@{version}: PD runs in the images raftcert builds; --image does not apply"
                 )));
             }
             let installs = provision_all(&wanted).await?;

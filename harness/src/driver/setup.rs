@@ -115,15 +115,19 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
         ));
     };
     let scratch = scratch()?;
-    let engine_config = match install.kind {
-        EngineKind::Etcd => None,
-        EngineKind::Pd => {
-            if !matches!(spec.substrate, SubstrateChoice::Process) {
-                return Err(DriveError::Invalid(format!(
-                    "PD runs on processes only for now, not on {}",
-                    spec.substrate.name()
-                )));
-            }
+    // PD's raft timings come from a file: in the run's scratch directory
+    // for processes, in the image raftcert builds for containers.
+    let engine_config = match (install.kind, &spec.substrate) {
+        (EngineKind::Etcd, _) => None,
+        (EngineKind::Pd, SubstrateChoice::Docker { image: None }) => {
+            Some(docker::PD_CONFIG_PATH.to_string())
+        }
+        (EngineKind::Pd, SubstrateChoice::Docker { image: Some(image) }) => {
+            return Err(DriveError::Invalid(format!(
+                "PD runs in the images raftcert builds, not in {image}"
+            )));
+        }
+        (EngineKind::Pd, _) => {
             let path = scratch.path().join("pd-timing.toml");
             std::fs::write(&path, crate::engine::pd::timing_config()).map_err(|source| {
                 DriveError::Io {
@@ -236,7 +240,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                 AnySubstrate::Docker(Box::new(substrate)),
                 layout.slots,
                 layout.service_ip,
-                docker::ENGINE_PATH.to_string(),
+                docker::engine_path(install.kind).to_string(),
                 tls,
             )
         }

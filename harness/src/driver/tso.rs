@@ -32,12 +32,15 @@ struct Leader {
     client_urls: Vec<String>,
 }
 
-/// What the asking task keeps between asks: one gRPC channel per member
-/// and the cluster ID once known.
+/// What the asking task keeps between asks: one gRPC channel per member,
+/// the cluster ID once known, and the leader that served last.
 struct Asker {
     http: reqwest::Client,
     channels: BTreeMap<String, tonic::transport::Channel>,
     cluster_id: Option<u64>,
+    /// The leader (its client URL as PD names it) that served the last
+    /// timestamp.
+    served_by: Option<String>,
 }
 
 /// When each slot last handed out a timestamp.
@@ -67,6 +70,7 @@ impl TsoWorkload {
                 http,
                 channels: BTreeMap::new(),
                 cluster_id: None,
+                served_by: None,
             };
             let mut n: usize = 0;
             let mut ticker = tokio::time::interval(ASK_INTERVAL);
@@ -164,10 +168,30 @@ impl Asker {
                 c
             }
         };
-        let outcome = tso::get_ts(channel, base, cluster_id, forward_to, ASK_TIMEOUT).await;
-        if let Err(tso::TsoError::Transport { .. } | tso::TsoError::Timeout { .. }) = &outcome {
-            // Dial again next time: the member may have been replaced.
-            self.channels.remove(base);
+        let mut outcome =
+            tso::get_ts(channel.clone(), base, cluster_id, forward_to, ASK_TIMEOUT).await;
+        // A follower's own view of the leader can lag a leader change for
+        // up to PD's leader-watch timeout (seen in CI: a follower named the
+        // old leader for 50 s after a delayed link moved the leadership).
+        // PD forwards to whatever host the request names, so the leader
+        // that served the last timestamp is tried too, as PD's client
+        // follows the leader it last reached.
+        if let Err(tso::TsoError::Refused { .. }) = &outcome
+            && let Some(known) = self.served_by.clone().filter(|k| *k != leader)
+        {
+            let forward_to = (known.trim_end_matches('/') != base).then_some(known.as_str());
+            outcome = tso::get_ts(channel, base, cluster_id, forward_to, ASK_TIMEOUT).await;
+            if outcome.is_ok() {
+                return outcome.map_err(|e| e.to_string());
+            }
+        }
+        match &outcome {
+            Ok(_) => self.served_by = Some(leader),
+            Err(tso::TsoError::Transport { .. } | tso::TsoError::Timeout { .. }) => {
+                // Dial again next time: the member may have been replaced.
+                self.channels.remove(base);
+            }
+            Err(tso::TsoError::Refused { .. }) => {}
         }
         outcome.map_err(|e| e.to_string())
     }

@@ -133,6 +133,16 @@ fn check_join(model: &Model, pos: usize, slot: &str, config: &StartConfig, v: &m
     if decided_at != pos {
         views.extend(model.membership_views(pos));
     }
+    // A PD joiner adds itself just before its etcd starts; another
+    // member's log of that add can be read after the joiner's start line
+    // (docker's log streams lag), so the membership right after the add
+    // is the one its initial cluster was computed from.
+    if let (Some(start), Some(own)) = (process_start_before(model.events, pos, slot), own.as_ref())
+        && pd_join_since(model.events, start, pos, slot)
+        && let Some(added) = own_add_after(model.events, pos, slot, own)
+    {
+        views.extend(model.membership_views(added + 1));
+    }
     let fits =
         |urls: &BTreeSet<String>| own.as_ref().is_none_or(|o| urls.contains(o)) && *urls == listed;
     // Only a join that no reconstruction explains is reported.
@@ -239,6 +249,30 @@ fn check_join_targets(model: &Model, pos: usize, slot: &str, join: &str, v: &mut
     }
 }
 
+/// Whether `slot`'s PD logged a `--join` between its process start and `pos`.
+fn pd_join_since(events: &[Event], start: usize, pos: usize, slot: &str) -> bool {
+    events[start..pos]
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::PdConfig { slot: s, join, .. } if s == slot && !join.is_empty()))
+}
+
+/// The first applied add of `own` after `pos`, before `slot`'s process
+/// exits.
+fn own_add_after(events: &[Event], pos: usize, slot: &str, own: &str) -> Option<usize> {
+    for (p, e) in events.iter().enumerate().skip(pos + 1) {
+        match &e.kind {
+            EventKind::MembershipApplied {
+                op: crate::trace::MembershipOp::Add,
+                peer_urls,
+                ..
+            } if peer_urls.iter().any(|u| norm_url(u) == own) => return Some(p),
+            EventKind::ProcessExited { slot: s, .. } if s == slot => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The slot's last process start before `before`, if no exit came between.
 fn process_start_before(events: &[Event], before: usize, slot: &str) -> Option<usize> {
     for (p, e) in events[..before].iter().enumerate().rev() {
@@ -288,6 +322,37 @@ mod tests {
             .ev(local(3, "a3", false))
             .ev(step_finished(1, true))
             .finish()
+    }
+
+    #[test]
+    fn a_pd_join_whose_add_is_logged_after_its_start_passes() {
+        // On docker the seed's "added member" line can be read after the
+        // joiner's own start line.
+        let t = static_3()
+            .ev(step_started(1, 4))
+            .ev(started(3, false))
+            .ev(EventKind::PdConfig {
+                slot: name(3),
+                initial_cluster: Default::default(),
+                initial_cluster_state: "existing".into(),
+                join: client(0),
+            })
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(applied(0, MembershipOp::Add, "a3", 3))
+            .ev(local(3, "a3", false))
+            .ev(step_finished(1, true))
+            .finish();
+        assert_passed(&check(&t));
+        // Without PD's own join, the same order is a join before the add.
+        let t = static_3()
+            .ev(step_started(1, 4))
+            .ev(started(3, false))
+            .ev(join(3, &[0, 1, 2, 3]))
+            .ev(applied(0, MembershipOp::Add, "a3", 3))
+            .ev(local(3, "a3", false))
+            .ev(step_finished(1, true))
+            .finish();
+        assert_violation(&check(&t), "was not a member yet");
     }
 
     #[test]

@@ -46,8 +46,16 @@ type Output = std::pin::Pin<
 >;
 /// Marks engine images raftcert built; they are cached across runs.
 pub const LABEL_CACHE: &str = "raftcert.cache";
-/// Where the engine binary sits in images raftcert builds.
-pub const ENGINE_PATH: &str = "/usr/local/bin/etcd";
+/// Where the engine binary sits in images raftcert builds (etcd's where
+/// the official etcd images have it).
+pub fn engine_path(kind: EngineKind) -> &'static str {
+    match kind {
+        EngineKind::Etcd => "/usr/local/bin/etcd",
+        EngineKind::Pd => "/usr/local/bin/pd-server",
+    }
+}
+/// Where PD's config file with the raft timings sits in PD images.
+pub const PD_CONFIG_PATH: &str = "/etc/raftcert/pd-timing.toml";
 /// The slot's volume is mounted here; the engine keeps its data below.
 const VOLUME_MOUNT: &str = "/var/lib/raftcert";
 pub const MEMBER_DATA_DIR: &str = "/var/lib/raftcert/data";
@@ -124,9 +132,30 @@ pub async fn ensure_engine_image(
         )));
     }
     let mut files: Vec<(PathBuf, String)> = vec![
-        (install.server.clone(), ENGINE_PATH.to_string()),
+        (
+            install.server.clone(),
+            engine_path(install.kind).to_string(),
+        ),
         (busybox.to_path_buf(), "/bin/busybox".to_string()),
     ];
+    // Lives until the image is built.
+    let scratch =
+        crate::sys::TempDir::new("raftcert-image").map_err(|source| SubstrateError::Io {
+            what: "creating",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    if install.kind == EngineKind::Pd {
+        let config = scratch.path().join("pd-timing.toml");
+        std::fs::write(&config, crate::engine::pd::timing_config()).map_err(|source| {
+            SubstrateError::Io {
+                what: "writing",
+                path: config.clone(),
+                source,
+            }
+        })?;
+        files.push((config, PD_CONFIG_PATH.to_string()));
+    }
     for lib in shared_libraries(&install.server)? {
         let target = lib.display().to_string();
         files.push((lib, target));

@@ -246,7 +246,7 @@ pub(crate) enum Genesis {
 }
 
 /// The slots that start a cluster that does not exist yet.
-pub(crate) fn genesis_members<'o>(obs: &'o Observation, genesis: &Genesis) -> Vec<&'o SlotView> {
+fn genesis_members<'o>(obs: &'o Observation, genesis: &Genesis) -> Vec<&'o SlotView> {
     match genesis {
         Genesis::Seed => obs
             .desired_slots()
@@ -257,9 +257,14 @@ pub(crate) fn genesis_members<'o>(obs: &'o Observation, genesis: &Genesis) -> Ve
     }
 }
 
-/// Starts for the genesis of a cluster that does not exist yet.
-pub(crate) fn genesis_actions(obs: &Observation, genesis: Genesis) -> Vec<Action> {
-    let members = genesis_members(obs, &genesis);
+/// Starts for the genesis of a cluster that does not exist yet, each with
+/// the bootstrap flags `flags` makes of the `name=peer,...` list.
+pub(crate) fn genesis_starts(
+    obs: &Observation,
+    genesis: &Genesis,
+    flags: impl Fn(&str) -> Vec<String>,
+) -> Vec<Action> {
+    let members = genesis_members(obs, genesis);
     let initial = members
         .iter()
         .map(|s| format!("{}={}", s.name, s.peer_url))
@@ -269,9 +274,16 @@ pub(crate) fn genesis_actions(obs: &Observation, genesis: Genesis) -> Vec<Action
         .into_iter()
         .map(|slot| Action::Start {
             slot: slot.name.clone(),
-            spec: engine_spec(obs, slot, new_cluster_flags(initial.clone(), &obs.token)),
+            spec: engine_spec(obs, slot, flags(&initial)),
         })
         .collect()
+}
+
+/// etcd's genesis: `new`, one initial cluster, the run's token.
+pub(crate) fn genesis_actions(obs: &Observation, genesis: Genesis) -> Vec<Action> {
+    genesis_starts(obs, &genesis, |initial| {
+        new_cluster_flags(initial.to_string(), &obs.token)
+    })
 }
 
 /// The reconcile loop every built-in member-by-member strategy shares: one
@@ -338,13 +350,14 @@ pub(crate) fn has_unstarted_member(obs: &Observation) -> bool {
     obs.members().iter().any(|m| !m.is_started())
 }
 
+/// Observations for the strategies' tests.
 #[cfg(test)]
-mod tests {
+pub(super) mod test_support {
     use super::*;
     use crate::model::{EngineView, MembersView, ServiceView};
     use crate::trace::MemberInfo;
 
-    fn slot(ordinal: u32, phase: Phase) -> SlotView {
+    pub fn slot(ordinal: u32, phase: Phase) -> SlotView {
         let ip = format!("127.0.0.{}", 10 + ordinal);
         SlotView {
             name: format!("m{ordinal}"),
@@ -362,7 +375,7 @@ mod tests {
     }
 
     /// A seed that runs alone and answers, with three replicas desired.
-    fn seed_only(cluster_version: Option<&str>) -> Observation {
+    pub fn seed_only(cluster_version: Option<&str>) -> Observation {
         let seed = slot(0, Phase::Running);
         Observation {
             protocol: crate::model::PROTOCOL_VERSION,
@@ -395,6 +408,12 @@ mod tests {
             results: Vec::new(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::seed_only;
+    use super::*;
 
     #[test]
     fn no_member_add_before_the_cluster_version_is_decided() {

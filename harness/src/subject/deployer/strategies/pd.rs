@@ -35,19 +35,9 @@ impl Deployer for PdJoin {
 /// `--initial-cluster` for every genesis member; PD has no flag for the
 /// state (`new` is its default) or the token.
 fn pd_genesis(obs: &Observation, genesis: &Genesis) -> Vec<Action> {
-    let members = genesis_members(obs, genesis);
-    let initial = members
-        .iter()
-        .map(|s| format!("{}={}", s.name, s.peer_url))
-        .collect::<Vec<_>>()
-        .join(",");
-    members
-        .into_iter()
-        .map(|slot| Action::Start {
-            slot: slot.name.clone(),
-            spec: engine_spec(obs, slot, vec![format!("--initial-cluster={initial}")]),
-        })
-        .collect()
+    genesis_starts(obs, genesis, |initial| {
+        vec![format!("--initial-cluster={initial}")]
+    })
 }
 
 /// The client URLs of started members whose slot runs: what a Service in
@@ -106,4 +96,85 @@ fn pd_one_change_at_a_time(obs: &Observation, genesis: &Genesis) -> Vec<Action> 
         });
     }
     actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{seed_only, slot};
+    use super::*;
+
+    fn pd(mut obs: Observation) -> Observation {
+        obs.engine.kind = "pd".into();
+        obs
+    }
+
+    fn start_args(actions: &[Action]) -> Vec<(String, Vec<String>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start { slot, spec } => Some((slot.clone(), spec.args.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_static_genesis_starts_every_member_with_one_initial_cluster_and_nothing_else() {
+        let mut obs = pd(seed_only(None));
+        obs.members = None;
+        obs.slots = (0..3).map(|o| slot(o, Phase::Empty)).collect();
+        let starts = start_args(&PdJoin::static_bootstrap().reconcile(&obs).expect("actions"));
+        let initial = "--initial-cluster=m0=http://127.0.0.10:2380,m1=http://127.0.0.11:2380,\
+                       m2=http://127.0.0.12:2380";
+        assert_eq!(starts.len(), 3);
+        for (_, args) in &starts {
+            assert_eq!(args[1..], [initial.to_string()], "{args:?}");
+        }
+        let seed = start_args(&PdJoin::seed().reconcile(&obs).expect("actions"));
+        assert_eq!(
+            seed,
+            vec![(
+                "m0".to_string(),
+                vec![
+                    "--name=m0".into(),
+                    "--initial-cluster=m0=http://127.0.0.10:2380".into()
+                ]
+            )]
+        );
+    }
+
+    #[test]
+    fn a_joiner_joins_through_the_running_members_once_the_version_is_decided() {
+        let undecided = pd(seed_only(None));
+        assert!(
+            PdJoin::seed()
+                .reconcile(&undecided)
+                .expect("actions")
+                .is_empty()
+        );
+        let decided = pd(seed_only(Some("3.5.0")));
+        let starts = start_args(&PdJoin::seed().reconcile(&decided).expect("actions"));
+        assert_eq!(
+            starts,
+            vec![(
+                "m1".to_string(),
+                vec!["--name=m1".into(), "--join=http://127.0.0.10:2379".into()]
+            )]
+        );
+    }
+
+    #[test]
+    fn no_second_joiner_while_one_is_on_its_way_in() {
+        // m1 runs with --join but PD has not listed it yet.
+        let mut obs = pd(seed_only(Some("3.5.0")));
+        let spec = engine_spec(&obs, &obs.slots[1], vec!["--join=x".into()]);
+        obs.slots[1].phase = Phase::Running;
+        obs.slots[1].spec = Some(spec);
+        assert!(
+            PdJoin::static_bootstrap()
+                .reconcile(&obs)
+                .expect("actions")
+                .is_empty()
+        );
+    }
 }
