@@ -929,19 +929,18 @@ impl DockerSubstrate {
         self.create_volume(idx).await
     }
 
-    /// The container's main process and its address on the run's network.
-    async fn pid_and_ip(&self, idx: usize) -> Result<(u32, String), SubstrateError> {
+    /// The container's main process and its address on the run's network;
+    /// `None` when it is not running (it exited since it was listed).
+    async fn pid_and_ip(&self, idx: usize) -> Result<Option<(u32, String)>, SubstrateError> {
         let name = &self.slots[idx].container_name;
         let inspected = self
             .docker
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
             .map_err(docker_err(format!("inspecting {name}")))?;
-        let pid = inspected
-            .state
-            .and_then(|s| s.pid)
-            .filter(|p| *p > 0)
-            .ok_or_else(|| SubstrateError::Docker(format!("{name} is not running")))?;
+        let Some(pid) = inspected.state.and_then(|s| s.pid).filter(|p| *p > 0) else {
+            return Ok(None);
+        };
         let ip = inspected
             .network_settings
             .and_then(|n| n.networks)
@@ -951,26 +950,37 @@ impl DockerSubstrate {
             .ok_or_else(|| {
                 SubstrateError::Docker(format!("{name} has no address on {}", self.network))
             })?;
-        Ok((pid as u32, ip))
+        Ok(Some((pid as u32, ip)))
     }
 
     /// Drops traffic between the two sides with blackhole routes in each
     /// member's network namespace (entered from the host with nsenter), so
     /// the harness still reaches every member through its published port.
     async fn cut(&mut self, sides: [Vec<usize>; 2]) -> Result<(), SubstrateError> {
+        // A member whose process exits meanwhile (a PD refusing its join
+        // exits at once) has no namespace left to cut: it is skipped, as
+        // one that was not running.
         let mut ends = Vec::new();
         for side in &sides {
             let mut found = Vec::new();
             for &idx in side {
-                found.push(self.pid_and_ip(idx).await?);
+                if let Some(end) = self.pid_and_ip(idx).await? {
+                    found.push(end);
+                }
             }
             ends.push(found);
         }
         for (a, b) in [(0, 1), (1, 0)] {
             for (pid, _) in &ends[a] {
                 for (_, ip) in &ends[b] {
-                    route(*pid, "add", ip)?;
-                    self.cuts.push((*pid, ip.clone()));
+                    match route(*pid, "add", ip) {
+                        Ok(()) => self.cuts.push((*pid, ip.clone())),
+                        Err(e) if !Path::new(&format!("/proc/{pid}")).exists() => {
+                            tracing::info!("not cut, its process exited: {e}");
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
