@@ -272,6 +272,35 @@ fn the_committed_kubernetes_findings_bundles_recheck_offline(
     }
 }
 
+/// The traces behind docs/findings.md sections 5 to 7 re-check offline to
+/// exactly the invariants the findings name (exit 1).
+#[rstest::rstest]
+#[case::pd_26_joiner_lost_seed("pd-v26.3.4-joiner-lost-seed", "I2 I3 I5 D1 C1")]
+#[case::pd_seed_lost_after_member_add("pd-v8.5.7-seed-lost-after-member-add", "I3 I5 D1 C1")]
+#[case::tidb_v1_model_second_genesis(
+    "tidb-v1-discovery-model-volume-loss-replicas-1",
+    "I1 I6 P1 D1 C1"
+)]
+fn the_committed_trace_findings_recheck_offline(#[case] dir: &str, #[case] failing: &str) {
+    let trace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/findings")
+        .join(dir)
+        .join("trace.jsonl");
+    let check = raftcert(&["check", trace.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    // Verdict lines read `I1  FAIL  Single genesis`.
+    let failed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let id = words.next()?;
+            (words.next() == Some("FAIL")).then_some(id)
+        })
+        .collect();
+    assert_eq!(failed.join(" "), failing, "{text}");
+}
+
 #[test]
 fn list_names_the_shipped_operator_profiles_with_their_faults() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -169,6 +169,7 @@ const PD_ERRORS: &[(&str, EngineErrorClass)] = &[
         EngineErrorClass::UnstartedMemberBlocksJoin,
     ),
     ("unhealthy cluster", EngineErrorClass::UnhealthyCluster),
+    ("ErrEtcdMemberList", EngineErrorClass::JoinMemberListFailed),
 ];
 
 /// Reads one log line; `None` for lines that carry nothing tracked.
@@ -260,6 +261,9 @@ mod tests {
     const EXISTED_ID: &str = r#"[2026/12/02 10:52:16.817 +00:00] [INFO] [cluster_id.go:43] ["existed cluster id"] [cluster-id=7714657707498014917]"#;
     const DUPLICATE: &str = r#"[2026/12/02 10:52:41.898 +00:00] [FATAL] [main.go:259] ["join meet error"] [error="missing data or join a duplicated pd"] [stack="main.start\n\tgithub.com/tikv/pd/cmd/pd-server/main.go:259"]"#;
     const JOIN_SELF: &str = r#"[2026/12/02 10:52:41.586 +00:00] [FATAL] [main.go:259] ["join meet error"] [error="join self is forbidden"] [stack="main.start"]"#;
+    // pd-server v26.3.4, 2026-12-06: a joiner whose seed died right after
+    // its MemberAdd (docs/findings.md section 7), the error cut short.
+    const MEMBER_LIST_FAILED: &str = r#"[2026/12/06 19:55:42.242 +00:00] [FATAL] [main.go:277] ["join meet error"] [error="[PD:etcd:ErrEtcdMemberList]rpc error: code = DeadlineExceeded desc = context deadline exceeded while waiting for connections to become ready"]"#;
     const NOISE: &str = r#"[2026/12/02 10:52:00.013 +00:00] [WARN] [util.go:55] ["go runtime collectors have already registered"] [error="duplicate metrics collector registration attempted"]"#;
     const UNKNOWN_ERROR: &str = r#"[2026/12/02 10:52:11.031 +00:00] [ERROR] [x.go:1] ["something else failed"] [error="no such thing"]"#;
 
@@ -333,6 +337,10 @@ mod tests {
         };
         assert_eq!(class(DUPLICATE), Some(EngineErrorClass::DuplicatedMember));
         assert_eq!(class(JOIN_SELF), Some(EngineErrorClass::JoinSelf));
+        assert_eq!(
+            class(MEMBER_LIST_FAILED),
+            Some(EngineErrorClass::JoinMemberListFailed)
+        );
         assert_eq!(parse_log_line(NOISE), None);
         assert_eq!(parse_log_line(UNKNOWN_ERROR), None);
         assert_eq!(parse_log_line("starting pd-server ..."), None);

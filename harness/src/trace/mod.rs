@@ -149,6 +149,9 @@ pub enum EngineErrorClass {
     JoinSelf,
     /// PD: a member added but never started blocks every later join.
     UnstartedMemberBlocksJoin,
+    /// PD: `--join` could not list the cluster's members (PD #9199's
+    /// `joinedFailedToStart` recovery needs that list, hence a quorum).
+    JoinMemberListFailed,
     /// The cluster refused a membership change while not all members were
     /// connected (etcd's strict reconfiguration check).
     UnhealthyCluster,

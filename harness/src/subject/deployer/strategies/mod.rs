@@ -3,8 +3,10 @@
 
 mod broken;
 mod discovery;
+mod discovery_service;
 mod learner;
 mod pd;
+mod pd_discovery;
 mod seed_join;
 mod static_bootstrap;
 
@@ -15,13 +17,16 @@ use crate::model::{Action, Observation, Phase, SlotView, Spec};
 pub use discovery::Discovery;
 pub use learner::Learner;
 pub use pd::PdJoin;
+pub use pd_discovery::PdDiscovery;
 pub use seed_join::SeedJoin;
 pub use static_bootstrap::StaticBootstrap;
 
 /// A registered built-in strategy.
 pub struct StrategyInfo {
     pub name: &'static str,
-    /// `false` for the deliberately broken ones.
+    /// Run by default and expected to pass: `false` for the deliberately
+    /// broken ones and for faithful models of an operator, which are judged
+    /// like any subject, only when asked for.
     pub correct: bool,
     /// The invariant a broken strategy must trip.
     pub expected_violation: Option<&'static str>,
@@ -93,6 +98,14 @@ pub fn registry() -> &'static [StrategyInfo] {
             summary: "all N PDs start with one initial-cluster; later ones --join the running PDs (tidb-operator v2)",
             engines: PD,
             build: |_| Box::new(PdJoin::static_bootstrap()),
+        },
+        StrategyInfo {
+            name: "tidb-v1-discovery",
+            correct: false,
+            expected_violation: None,
+            summary: "MODEL of tidb-operator v1.6.6 on PD, hazards included: start scripts ask a discovery service; the asker completing the replicas bootstraps alone, others --join",
+            engines: PD,
+            build: |ctx| Box::new(PdDiscovery::start(ctx)),
         },
         StrategyInfo {
             name: "broken-all-new-alone",
