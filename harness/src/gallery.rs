@@ -1,6 +1,7 @@
 //! The bug gallery: deployers that reproduce published bugs, each declaring
 //! the scenario that triggers it and the invariant that must catch it.
 
+use crate::engine::EngineKind;
 use crate::report::{RunResult, RunStatus};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,8 @@ pub struct GalleryEntry {
     pub expect: String,
     /// How to run it: by its extension.
     pub command: String,
+    /// The engine it deploys (`engine=pd` in the header; etcd by default).
+    pub engine: EngineKind,
 }
 
 fn interpreter(path: &Path) -> &'static str {
@@ -75,11 +78,18 @@ pub fn discover(dir: &Path) -> Result<Vec<GalleryEntry>, GalleryError> {
             let mut bug = None;
             let mut scenario = None;
             let mut expect = None;
+            let mut engine = EngineKind::Etcd;
             for field in rest.split_whitespace() {
                 match field.split_once('=') {
                     Some(("bug", v)) => bug = Some(v.to_string()),
                     Some(("scenario", v)) => scenario = Some(v.to_string()),
                     Some(("expect", v)) => expect = Some(v.to_string()),
+                    Some(("engine", v)) => {
+                        engine = EngineKind::ALL
+                            .into_iter()
+                            .find(|k| k.as_str() == v)
+                            .ok_or_else(|| header_error(format!("unknown engine {v:?}")))?;
+                    }
                     _ => return Err(header_error(format!("unknown field {field:?}"))),
                 }
             }
@@ -100,6 +110,7 @@ pub fn discover(dir: &Path) -> Result<Vec<GalleryEntry>, GalleryError> {
                 suite_file: suite_file.to_string(),
                 scenario: scenario.to_string(),
                 expect,
+                engine,
             });
         }
     }
@@ -292,4 +303,59 @@ pub fn render_markdown(
         }
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gallery_of(
+        files: &[(&str, &str)],
+    ) -> (crate::sys::TempDir, Result<Vec<GalleryEntry>, GalleryError>) {
+        let dir = crate::sys::TempDir::new("raftcert-gallery-test").expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let found = discover(dir.path());
+        (dir, found)
+    }
+
+    #[test]
+    fn a_header_names_its_engine_and_etcd_is_the_default() {
+        let (_dir, found) = gallery_of(&[
+            (
+                "a.py",
+                "# raftcert-gallery: bug=x#1 scenario=gallery.yaml:s expect=I1\n",
+            ),
+            (
+                "b.py",
+                "# raftcert-gallery: bug=y#2 scenario=gallery.yaml:t expect=P1 engine=pd\n",
+            ),
+        ]);
+        let engines: Vec<(String, EngineKind)> = found
+            .expect("gallery")
+            .into_iter()
+            .map(|e| (e.bug, e.engine))
+            .collect();
+        assert_eq!(
+            engines,
+            [
+                ("x#1".to_string(), EngineKind::Etcd),
+                ("y#2".to_string(), EngineKind::Pd)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_engine_is_an_error_at_its_line() {
+        let (_dir, found) = gallery_of(&[(
+            "a.py",
+            "import os\n# raftcert-gallery: bug=x#1 scenario=gallery.yaml:s expect=I1 engine=tikv\n",
+        )]);
+        let message = found.expect_err("unknown engine").to_string();
+        assert!(
+            message.ends_with("a.py:2: unknown engine \"tikv\""),
+            "{message}"
+        );
+    }
 }

@@ -167,16 +167,28 @@ fn install_package(package: &str) {
         .status();
 }
 
-/// Runs one scenario of `suite` with an external deployer command, from
-/// the repository's root.
+/// Runs one scenario of `suite` with an external etcd deployer command,
+/// from the repository's root.
 pub async fn run_external(suite: &str, scenario: &str, command: &str, version: &str) -> RunResult {
+    run_external_on(EngineKind::Etcd, suite, scenario, command, version).await
+}
+
+/// Runs one scenario of `suite` with an external deployer of `kind`.
+pub async fn run_external_on(
+    kind: EngineKind,
+    suite: &str,
+    scenario: &str,
+    command: &str,
+    version: &str,
+) -> RunResult {
     let root = repo_root();
     let command = format!("cd {} && {command}", root.display());
     let strategy = SubjectChoice::External {
         command,
         timeout: raftcert::subject::deployer::external::DEFAULT_REPLY_TIMEOUT,
     };
-    run_with(
+    run_on(
+        kind,
         suite,
         scenario,
         strategy,
@@ -187,12 +199,31 @@ pub async fn run_external(suite: &str, scenario: &str, command: &str, version: &
     .await
 }
 
-/// Clusters one test binary runs at once, whatever the test threads: the
+/// Members one test binary runs at once, whatever the test threads: the
 /// machine has 2 cores, and an overloaded one turns deadlines into failures.
-static CONCURRENT_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(12);
+/// A run takes one permit per member of its largest cluster, three at
+/// least (its poller and workload cost too): twelve 3-member runs at once,
+/// or two 15-member ones (eight of those at once, 104 members, kept a
+/// 15-member cluster electing for 3 minutes in a `.ci/run`).
+static MEMBER_BUDGET: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(36);
+const MEMBER_BUDGET_TOTAL: u32 = 36;
 
-/// Runs one scenario of `suite` with any deployer.
+/// Runs one scenario of `suite` with any deployer, on the engine a built-in
+/// strategy deploys (etcd for the others).
 pub async fn run_with(
+    suite: &str,
+    scenario: &str,
+    strategy: SubjectChoice,
+    version: &str,
+    tls: bool,
+    substrate: SubstrateChoice,
+) -> RunResult {
+    let kind = engine_of(&strategy);
+    run_on(kind, suite, scenario, strategy, version, tls, substrate).await
+}
+
+async fn run_on(
+    kind: EngineKind,
     suite: &str,
     scenario: &str,
     strategy: SubjectChoice,
@@ -207,7 +238,7 @@ pub async fn run_with(
         .find(|s| s.name == scenario)
         .cloned()
         .unwrap_or_else(|| panic!("no scenario {scenario}"));
-    let engine = EngineChoice::Installed(engine(engine_of(&strategy), version).await);
+    let engine = EngineChoice::Installed(engine(kind, version).await);
     let rel_dir = format!(
         "{}-{}-{}{}-{}",
         scenario.name,
@@ -229,8 +260,9 @@ pub async fn run_with(
         rel_dir,
         run_id: format!("test-{}", raftcert::util::unique_suffix() % 1_000_000),
     };
-    let _permit = CONCURRENT_RUNS
-        .acquire()
+    let members = spec.scenario.max_replicas().clamp(3, MEMBER_BUDGET_TOTAL);
+    let _permit = MEMBER_BUDGET
+        .acquire_many(members)
         .await
         .unwrap_or_else(|e| panic!("run limiter closed: {e}"));
     run_scenario(spec, None).await

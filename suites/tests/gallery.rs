@@ -1,9 +1,10 @@
 //! Every deployer of the bug gallery is caught by the invariant that names
 //! its bug class, in the scenario its header declares, with evidence.
 
+use raftcert::engine::EngineKind;
 use raftcert::gallery;
 use raftcert::report::RunStatus;
-use raftcert_suites::{explain, repo_root, run_external};
+use raftcert_suites::{explain, repo_root, run_external_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_gallery_bug_is_caught_by_its_invariant() {
@@ -14,13 +15,33 @@ async fn every_gallery_bug_is_caught_by_its_invariant() {
         "the gallery has {} bugs",
         entries.len()
     );
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.engine == EngineKind::Pd)
+            .count()
+            >= 2,
+        "the gallery has PD bugs"
+    );
     let mut runs = tokio::task::JoinSet::new();
     for entry in entries {
         runs.spawn(async move {
             let command = entry
                 .command
                 .replace(&format!("{}/", repo_root().display()), "");
-            let result = run_external(&entry.suite_file, &entry.scenario, &command, "3.5.1").await;
+            // The gallery's default engines: etcd 3.5.1, PD 8.5.7.
+            let version = match entry.engine {
+                EngineKind::Etcd => "3.5.1",
+                EngineKind::Pd => "8.5.7",
+            };
+            let result = run_external_on(
+                entry.engine,
+                &entry.suite_file,
+                &entry.scenario,
+                &command,
+                version,
+            )
+            .await;
             (entry, result)
         });
     }

@@ -2,9 +2,9 @@
 //! it, and the false-alarm rate of the correct ones.
 
 use super::progress::progress_listener;
-use super::{bad, deployer_timeout, gallery_engines, provision_all, write_report};
+use super::{bad, deployer_timeout, parse_engines, provision_all, write_report};
 use anyhow::Context;
-use raftcert::engine::EngineChoice;
+use raftcert::engine::{EngineChoice, EngineKind};
 use raftcert::matrix::{self, MatrixEntry, Plan};
 use raftcert::report::RunStatus;
 use raftcert::scenario::model::Suite;
@@ -24,6 +24,8 @@ pub struct GalleryArgs {
     /// Directory of the suite files the headers name.
     #[arg(long, default_value = "suites")]
     suites: PathBuf,
+    /// The engine to run on: the deployers whose header names its kind run
+    /// (`engine=pd`; etcd without one), e.g. etcd@3.5.1 or pd@8.5.7.
     #[arg(long, value_name = "ENGINE", default_value = "etcd@3.5.1")]
     engine: String,
     /// Report directory; default: raftcert-out/gallery-<run-id>.
@@ -46,10 +48,14 @@ pub struct GalleryArgs {
     seed: Option<u64>,
 }
 
-/// Correct external deployers shipped with raftcert.
-fn example_deployers() -> Vec<String> {
+/// Correct external deployers shipped with raftcert for `engine`.
+fn example_deployers(engine: EngineKind) -> Vec<String> {
+    let files: &[(&str, &str)] = match engine {
+        EngineKind::Etcd => &[("example.py", "python3"), ("example.sh", "sh")],
+        EngineKind::Pd => &[("example_pd.py", "python3")],
+    };
     let mut found = Vec::new();
-    for (file, interpreter) in [("example.py", "python3"), ("example.sh", "sh")] {
+    for &(file, interpreter) in files {
         let path = Path::new("fixtures/deployers").join(file);
         if path.is_file() {
             found.push(format!("{interpreter} {}", path.display()));
@@ -61,7 +67,18 @@ fn example_deployers() -> Vec<String> {
 pub async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
     let timeout = deployer_timeout(&args.deployer_timeout)?;
     let entries = raftcert::gallery::discover(&args.dir).map_err(|e| bad(e.to_string()))?;
-    let engines = provision_all(&gallery_engines(std::slice::from_ref(&args.engine))?).await?;
+    let wanted = parse_engines(std::slice::from_ref(&args.engine))?;
+    let Some(&(kind, _)) = wanted.first() else {
+        return Err(bad("no engine"));
+    };
+    let entries: Vec<_> = entries.into_iter().filter(|e| e.engine == kind).collect();
+    if entries.is_empty() {
+        return Err(bad(format!(
+            "{}: no gallery deployer deploys {kind} (a header's engine=)",
+            args.dir.display()
+        )));
+    }
+    let engines = provision_all(&wanted[..1]).await?;
     let Some(install) = engines.first().cloned() else {
         return Err(bad("no engine"));
     };
@@ -114,7 +131,7 @@ pub async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
         .filter(|s| s.correct && s.deploys(engine.kind()))
         .map(SubjectChoice::Builtin)
         .collect();
-    for command in example_deployers() {
+    for command in example_deployers(kind) {
         correct.push(SubjectChoice::External { command, timeout });
     }
     for _ in 0..args.false_alarm_runs {

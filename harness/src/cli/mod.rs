@@ -70,17 +70,6 @@ pub fn parse_engines(specs: &[String]) -> anyhow::Result<Vec<(EngineKind, String
     Ok(out)
 }
 
-/// The engines the gallery can drive: its bad deployers deploy etcd.
-pub fn gallery_engines(specs: &[String]) -> anyhow::Result<Vec<(EngineKind, String)>> {
-    let wanted = parse_engines(specs)?;
-    if let Some((kind, version)) = wanted.iter().find(|(k, _)| *k == EngineKind::Pd) {
-        return Err(bad(format!(
-            "{kind}@{version}: the gallery's bad deployers deploy etcd; it has no PD bugs yet"
-        )));
-    }
-    Ok(wanted)
-}
-
 /// Finds each engine in the cache, or provisions it.
 pub async fn provision_all(wanted: &[(EngineKind, String)]) -> anyhow::Result<Vec<EngineInstall>> {
     let mut installs = Vec::new();
