@@ -205,8 +205,9 @@ pub async fn run_external_on(
 /// least (its poller and workload cost too): twelve 3-member runs at once,
 /// or two 15-member ones (eight of those at once, 104 members, kept a
 /// 15-member cluster electing for 3 minutes in a `.ci/run`).
-static MEMBER_BUDGET: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(36);
 const MEMBER_BUDGET_TOTAL: u32 = 36;
+static MEMBER_BUDGET: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MEMBER_BUDGET_TOTAL as usize);
 
 /// Runs one scenario of `suite` with any deployer, on the engine a built-in
 /// strategy deploys (etcd for the others).
@@ -869,12 +870,9 @@ pub fn assert_known_pd_join_finding(result: &RunResult, version: &str) {
 /// to `--join` computed an empty initial cluster and `existing`.
 fn pd_26_empty_initial_cluster(result: &RunResult, trace: &raftcert::trace::Trace) -> bool {
     use raftcert::trace::EventKind;
-    let refused = result.verdicts.iter().any(|v| {
-        v.invariant == "I2"
-            && v.violations.iter().any(|x| {
-                x.message.contains("refused its join configuration")
-                    && x.message.contains("couldn't find local name")
-            })
+    let refused = verdict(result, "I2").violations.iter().any(|x| {
+        x.message.contains("refused its join configuration")
+            && x.message.contains("couldn't find local name")
     });
     refused
         && trace.events.iter().any(|e| matches!(
