@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod engine;
 pub mod faults;
+pub mod findings;
 pub mod gallery;
 pub mod interrupt;
 pub mod invariants;

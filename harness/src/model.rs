@@ -96,6 +96,11 @@ pub struct SlotView {
     pub ordinal: u32,
     pub peer_url: String,
     pub client_url: String,
+    /// Where the harness, and a deployer running beside it, reach the
+    /// member's client port: the client URL on processes, a port published
+    /// on 127.0.0.1 on docker (whose client URL names the container).
+    #[serde(default)]
+    pub observe_url: String,
     pub data_dir: String,
     /// Flags every start of this slot needs (identity, addresses, logging,
     /// TLS); the deployer appends the bootstrap flags.

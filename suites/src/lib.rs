@@ -830,81 +830,17 @@ pub fn verdict<'a>(result: &'a RunResult, invariant: &str) -> &'a raftcert::inva
         .unwrap_or_else(|| panic!("no verdict for {invariant}: {}", explain(result)))
 }
 
-/// A PD run that did not pass must have failed by one of the two documented
-/// ways a `--join` dies when its only peer is lost mid-join, and by no other
-/// (docs/findings.md sections 5 and 7). Whether a fault lands in either
-/// window is a race, so these cells may also pass.
-/// - Section 5 (v26.3.4 only): the seed is lost after the joiner's etcd
-///   created `member/` but before its WAL; v26's `PrepareJoinCluster` (no
-///   `join` file since PD #9199) takes `member/` for data and starts etcd
-///   with an empty initial cluster, which refuses forever.
-/// - Section 7 (any version): the seed is lost after the joiner's MemberAdd
-///   committed but before the joiner persisted anything; the two-voter
-///   cluster has no quorum, and every later start of the joiner fails to
-///   list the members it would need to recover.
-pub fn assert_known_pd_join_finding(result: &RunResult, version: &str) {
-    let failed: Vec<&str> = result
-        .verdicts
-        .iter()
-        .filter(|v| !v.violations.is_empty())
-        .map(|v| v.invariant.as_str())
-        .collect();
+/// A PD run that did not pass must have failed by one of the engine bugs
+/// documented in docs/findings.md (sections 5 and 7: a `--join` whose only
+/// peer is lost mid-join), recognised on its trace by `raftcert::findings`
+/// with every violated invariant one that bug breaks. Whether a fault lands
+/// in either window is a race, so these cells may also pass.
+pub fn assert_known_pd_join_finding(result: &RunResult) {
     assert!(
-        !failed.contains(&"I1") && !failed.contains(&"P1"),
-        "the findings are a member that never starts, not a second cluster: {}",
+        result.known_finding.is_some(),
+        "no documented PD finding explains this failure: {}",
         explain(result)
     );
-    let trace = raftcert::trace::read_trace(&output_dir().join(&result.trace))
-        .unwrap_or_else(|e| panic!("trace of {}: {e}", result.scenario));
-    if version == "26.3.4" && pd_26_empty_initial_cluster(result, &trace) {
-        return;
-    }
-    assert!(
-        added_joiner_never_started_without_quorum(&trace),
-        "neither documented PD join finding (findings.md 5 or 7): {}",
-        explain(result)
-    );
-}
-
-/// Section 5: I2 saw the `couldn't find local name` refusal, and a PD told
-/// to `--join` computed an empty initial cluster and `existing`.
-fn pd_26_empty_initial_cluster(result: &RunResult, trace: &raftcert::trace::Trace) -> bool {
-    use raftcert::trace::EventKind;
-    let refused = verdict(result, "I2").violations.iter().any(|x| {
-        x.message.contains("refused its join configuration")
-            && x.message.contains("couldn't find local name")
-    });
-    refused
-        && trace.events.iter().any(|e| matches!(
-            &e.kind,
-            EventKind::PdConfig { initial_cluster, initial_cluster_state, join, .. }
-                if initial_cluster.is_empty() && initial_cluster_state == "existing" && !join.is_empty()
-        ))
-}
-
-/// Section 7: some slot's peer URL was added to the cluster, the slot never
-/// started its local member, and its starts failed to list the members.
-fn added_joiner_never_started_without_quorum(trace: &raftcert::trace::Trace) -> bool {
-    use raftcert::trace::{EngineErrorClass, EventKind, MembershipOp};
-    trace.slots().iter().any(|slot| {
-        let added = trace.events.iter().any(|e| {
-            matches!(
-                &e.kind,
-                EventKind::MembershipApplied { op: MembershipOp::Add, peer_urls, .. }
-                    if peer_urls.contains(&slot.peer_url)
-            )
-        });
-        let started = trace
-            .events
-            .iter()
-            .any(|e| matches!(&e.kind, EventKind::LocalMember { slot: s, .. } if *s == slot.name));
-        let list_failed = trace.events.iter().any(|e| matches!(
-            &e.kind,
-            EventKind::EngineError { slot: s, class: EngineErrorClass::JoinMemberListFailed, .. }
-                if *s == slot.name
-        ));
-        added && !started && list_failed
-    })
 }
 
 /// A passing PD run had something to judge for its own invariants: P1 read

@@ -75,7 +75,7 @@ async fn pd_example_deployer_passes_every_scenario(#[values("8.5.7", "26.3.4")] 
         if result.status == RunStatus::Pass {
             assert_pd_judged(&result);
         } else {
-            assert_known_pd_join_finding(&result, version);
+            assert_known_pd_join_finding(&result);
         }
     }
     assert_eq!(count, expected);

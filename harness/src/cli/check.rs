@@ -50,6 +50,15 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         Ending::Errored(error) => println!("ERROR: the run ended with an error: {error}"),
     }
     let failed = checked.failed();
+    let violated: Vec<&str> = checked
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed())
+        .map(|v| v.invariant.as_str())
+        .collect();
+    if let Some(finding) = raftcert::findings::recognise(&trace, &violated) {
+        println!("\nKnown engine bug: {}: {}", finding.label(), finding.title);
+    }
     if failed {
         println!("\nHow the run went (polling and workload left out):");
         for line in report::story(&trace, STORY_LINES) {
@@ -146,6 +155,9 @@ fn check_report_dir(dir: &Path) -> anyhow::Result<ExitCode> {
                     format!("reproduced (+{} not recorded)", run.unrecorded.join(",")),
             }
         );
+        if let Some(finding) = run.now.as_ref().and_then(|n| n.known_finding.as_ref()) {
+            println!("    known engine bug: {finding}");
+        }
     }
     println!(
         "{} runs re-checked: {} not passing, {} differing from the recorded verdicts",

@@ -5,8 +5,8 @@ use super::progress::progress_listener;
 use super::{bad, deployer_timeout, parse_engines, provision_all, write_report};
 use anyhow::Context;
 use raftcert::engine::{EngineChoice, EngineKind};
+use raftcert::gallery::FalseAlarmRow;
 use raftcert::matrix::{self, MatrixEntry, Plan};
-use raftcert::report::RunStatus;
 use raftcert::scenario::model::Suite;
 use raftcert::subject::SubjectChoice;
 use raftcert::subject::deployer::strategies;
@@ -196,46 +196,37 @@ pub async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
             .skip(gallery_runs)
             .filter(|r| r.strategy == name)
             .collect();
-        if runs.is_empty() {
-            continue;
+        if !runs.is_empty() {
+            false_alarms
+                .rows
+                .push(FalseAlarmRow::tally(&name, &version, &runs));
         }
-        let bad_runs: Vec<&&raftcert::report::RunResult> = runs
-            .iter()
-            .filter(|r| r.status != RunStatus::Pass)
-            .collect();
-        let examples = bad_runs
-            .iter()
-            .take(3)
-            .map(|r| {
-                format!(
-                    "{} ({}): {}",
-                    r.scenario,
-                    r.trace,
-                    r.headline().unwrap_or_default()
-                )
-            })
-            .collect();
-        false_alarms.rows.push((
-            name,
-            version.clone(),
-            runs.len() as u32,
-            bad_runs.len() as u32,
-            examples,
-        ));
     }
     let table = raftcert::gallery::render_table(&detections);
     println!("{table}");
-    let markdown = raftcert::gallery::render_markdown(&detections, &false_alarms, &run_id);
+    let markdown = raftcert::gallery::render_markdown(
+        &detections,
+        &false_alarms,
+        &run_id,
+        &format!("{kind} {version}"),
+    );
     std::fs::write(out.join("detection.md"), &markdown).context("writing detection.md")?;
     if let Some(doc) = &args.doc {
         std::fs::write(doc, &markdown).with_context(|| format!("writing {}", doc.display()))?;
     }
-    for (strategy, version, runs, bad_count, _) in &false_alarms.rows {
-        println!("false alarms: {strategy} @ {version}: {bad_count} of {runs} runs not passing");
+    for row in &false_alarms.rows {
+        println!(
+            "false alarms: {} @ {}: {} of {} runs; failed by a documented engine bug: {}",
+            row.deployer,
+            row.engine,
+            row.false_alarms,
+            row.runs,
+            row.engine_bug_summary()
+        );
     }
     println!("report: {}", out.display());
     let all_caught = detections.iter().all(|d| d.caught());
-    let no_false_alarm = false_alarms.rows.iter().all(|r| r.3 == 0);
+    let no_false_alarm = false_alarms.rows.iter().all(|r| r.false_alarms == 0);
     Ok(if all_caught && no_false_alarm {
         ExitCode::SUCCESS
     } else {

@@ -51,7 +51,12 @@ pub fn progress_listener(total: u64) -> Listener {
                 RunStatus::Pass => "pass".to_string(),
                 RunStatus::Fail => {
                     *failures.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-                    format!("FAIL {}", result.violated_invariants().join(","))
+                    let bug = result
+                        .known_finding
+                        .as_ref()
+                        .map(|f| format!(", known engine bug {f}"))
+                        .unwrap_or_default();
+                    format!("FAIL {}{bug}", result.violated_invariants().join(","))
                 }
                 RunStatus::Error => {
                     *failures.lock().unwrap_or_else(|p| p.into_inner()) += 1;

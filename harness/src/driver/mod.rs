@@ -707,6 +707,7 @@ impl Driver {
             ordinal: s.info.ordinal,
             peer_url: s.info.peer_url.clone(),
             client_url: s.info.client_url.clone(),
+            observe_url: s.observe_url.clone(),
             data_dir: endpoints.data_dir.clone(),
             base_args: self.engine.base_args(
                 &endpoints,

@@ -49,6 +49,9 @@ pub struct RunResult {
     /// something for the run to pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub must_judge: Vec<String>,
+    /// The documented engine bug this failure matches (`crate::findings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_finding: Option<String>,
     pub duration_ms: u64,
     /// Time from the start of the bootstrap step until the cluster was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +213,7 @@ impl RunResult {
             error,
             verdicts: Vec::new(),
             must_judge: Vec::new(),
+            known_finding: None,
             duration_ms: 0,
             ready_ms: None,
             trace: format!("{rel_dir}/trace.jsonl"),
@@ -247,6 +251,11 @@ impl RunResult {
             RunStatus::Error
         } else {
             RunStatus::Pass
+        };
+        self.known_finding = if self.status == RunStatus::Fail {
+            crate::findings::recognise(trace, &self.violated_invariants()).map(|f| f.label())
+        } else {
+            None
         };
         self.error = abort.or_else(|| {
             (!unjudged.is_empty()).then(|| {
@@ -309,11 +318,16 @@ impl RunResult {
     pub fn headline(&self) -> Option<String> {
         match self.status {
             RunStatus::Pass => None,
-            RunStatus::Fail => Some(
-                self.first_violation()
+            RunStatus::Fail => {
+                let first = self
+                    .first_violation()
                     .map(|(_, viol)| viol.message.clone())
-                    .unwrap_or_else(|| "invariant violated".to_string()),
-            ),
+                    .unwrap_or_else(|| "invariant violated".to_string());
+                Some(match &self.known_finding {
+                    Some(finding) => format!("known engine bug {finding}: {first}"),
+                    None => first,
+                })
+            }
             RunStatus::Error => Some(
                 self.error
                     .clone()

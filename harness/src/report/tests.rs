@@ -93,6 +93,7 @@ fn run(scenario: &str, status: RunStatus) -> RunResult {
         error: None,
         verdicts: Vec::new(),
         must_judge: Vec::new(),
+        known_finding: None,
         duration_ms: 30_000,
         ready_ms: None,
         trace: format!("runs/{scenario}/trace.jsonl"),

@@ -377,6 +377,7 @@ pub(super) mod test_support {
             ordinal,
             peer_url: format!("http://{ip}:2380"),
             client_url: format!("http://{ip}:2379"),
+            observe_url: format!("http://{ip}:2379"),
             data_dir: format!("/data/m{ordinal}"),
             base_args: vec![format!("--name=m{ordinal}")],
             phase,

@@ -132,8 +132,9 @@ fn count_asker(state: &mut State, name: &str) -> Counted {
         state.peers.remove(name);
         return Counted::Answer(200, format!("--initial-cluster={name}={}", slot.peer_url));
     }
-    // The PD Service: any desired pod, starting at a different one per ask.
-    let mut urls: Vec<String> = obs.desired_slots().map(|s| s.client_url.clone()).collect();
+    // The PD Service: any desired pod, starting at a different one per ask,
+    // where this process reaches it (on docker, a published port).
+    let mut urls: Vec<String> = obs.desired_slots().map(|s| s.observe_url.clone()).collect();
     if !urls.is_empty() {
         state.asks += 1;
         let start = state.asks % urls.len();
