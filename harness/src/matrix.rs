@@ -200,6 +200,13 @@ pub async fn run_matrix(
             rel_dir,
             run_id: format!("{run_id}-{index:03}"),
         };
+        // A run that disturbs the others (it crashes a shared operator)
+        // takes every slot, so it runs alone.
+        let permits = if entry.substrate.disturbs_other_runs(&entry.scenario) {
+            jobs.max(1) as u32
+        } else {
+            1
+        };
         let semaphore = semaphore.clone();
         let listener = listener.clone();
         let label = entry.label();
@@ -219,7 +226,7 @@ pub async fn run_matrix(
             };
             // Runs still queued when Ctrl-C came do not start.
             let _permit = tokio::select! {
-                permit = semaphore.acquire_owned() => permit,
+                permit = semaphore.acquire_many_owned(permits) => permit,
                 _ = stop.wait_for(|asked| *asked) => return interrupted(&spec, None),
             };
             let began = Instant::now();

@@ -71,7 +71,9 @@ pub struct RunArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Runs at a time; default 16 on processes, 6 on docker (container
-    /// starts slow down sharply beyond that on 2 cores), 1 on Kubernetes.
+    /// starts slow down sharply beyond that on 2 cores), and on Kubernetes
+    /// one per allocatable CPU of the nodes plus one (at most 8). A run
+    /// that crashes an operator every run shares always runs alone.
     #[arg(long)]
     jobs: Option<usize>,
     /// Seed for every random choice.
@@ -234,6 +236,7 @@ async fn choose(
                 ));
             }
             let profile = Arc::new(Profile::load(profile_path).map_err(|e| bad(e.to_string()))?);
+            profile.check_built().map_err(|e| bad(e.to_string()))?;
             let engine: EngineRef = profile.engine_ref().map_err(|e| bad(e.to_string()))?;
             let target = KubeTarget::connect(args.kubeconfig.as_deref(), profile.clone())
                 .await
@@ -363,11 +366,16 @@ async fn run_suite(
             "no scenario matches the filters and what the backend can do",
         ));
     }
-    let jobs = args.jobs.unwrap_or(match substrate {
-        SubstrateChoice::Process => 16,
-        SubstrateChoice::Docker { .. } => 6,
-        SubstrateChoice::Kube(_) => 1,
-    });
+    let jobs = match (args.jobs, &substrate) {
+        (Some(jobs), _) => jobs,
+        (None, SubstrateChoice::Process) => 16,
+        (None, SubstrateChoice::Docker { .. }) => 6,
+        // Each run has its own namespace; the nodes bound how many fit.
+        (None, SubstrateChoice::Kube(target)) => target
+            .parallel_runs()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the cluster's nodes: {e}"))?,
+    };
     let run_id = matrix::new_run_id();
     let out = args.out.clone().unwrap_or_else(|| default_out(&run_id));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

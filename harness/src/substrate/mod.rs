@@ -301,6 +301,22 @@ impl SubstrateChoice {
             SubstrateChoice::Kube(target) => target.offers(primitive),
         }
     }
+
+    /// Whether a run of `scenario` here disturbs the runs beside it, so
+    /// that it must run alone: on Kubernetes, one that crashes an operator
+    /// every run shares.
+    pub fn disturbs_other_runs(&self, scenario: &crate::scenario::Scenario) -> bool {
+        match self {
+            SubstrateChoice::Kube(target) => {
+                target.profile.operator_is_shared()
+                    && scenario
+                        .faults()
+                        .iter()
+                        .any(|fault| fault.primitives().contains(&Primitive::CrashSubject))
+            }
+            SubstrateChoice::Process | SubstrateChoice::Docker { .. } => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for SubstrateChoice {

@@ -28,7 +28,7 @@ pub async fn install(client: &Client, profile: &Profile) -> Result<Vec<String>, 
     let shared_operator = profile
         .operator
         .as_ref()
-        .filter(|o| !o.namespace.contains("${NAMESPACE}"));
+        .filter(|_| profile.operator_is_shared());
     let home = shared_operator.map_or("default".to_string(), |o| o.namespace.clone());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if namespaces.get_opt(&home).await?.is_none() {

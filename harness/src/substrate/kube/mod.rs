@@ -122,6 +122,29 @@ impl KubeTarget {
         }
     }
 
+    /// How many runs the cluster holds at once: one per allocatable CPU of
+    /// its schedulable nodes, plus one (runs mostly wait on reconcile
+    /// ticks), at most [`MAX_PARALLEL_RUNS`]; 1 when the nodes say nothing.
+    pub async fn parallel_runs(&self) -> Result<usize, KubeError> {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let cpus: f64 = nodes
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|node| {
+                !node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false)
+            })
+            .filter_map(|node| node.status.as_ref()?.allocatable.as_ref()?.get("cpu"))
+            .filter_map(|quantity| cpu_cores(&quantity.0))
+            .sum();
+        Ok(runs_for_cpus(cpus))
+    }
+
     /// Makes sure every node holds the profile's images before any run. On
     /// kind, what a node lacks is loaded from the local Docker engine (the
     /// images loaded are returned); elsewhere, or when the engine lacks one
@@ -186,6 +209,24 @@ impl KubeTarget {
             ),
             Err(why) => format!("not available: {why}"),
         }
+    }
+}
+
+/// The most runs the cluster-capacity default allows at once.
+pub const MAX_PARALLEL_RUNS: usize = 8;
+
+fn runs_for_cpus(cpus: f64) -> usize {
+    if cpus < 1.0 {
+        return 1;
+    }
+    (cpus.floor() as usize + 1).min(MAX_PARALLEL_RUNS)
+}
+
+/// A CPU quantity in cores: `2`, `1500m`, `0.5`.
+fn cpu_cores(quantity: &str) -> Option<f64> {
+    match quantity.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
+        None => quantity.parse().ok(),
     }
 }
 
@@ -299,6 +340,12 @@ impl KubeSubstrate {
                 .collect::<String>()
         );
         let profile = target.profile.clone();
+        // Member logs go through the profile's engine's parser (PD's lines
+        // are not etcd's).
+        let engine = profile
+            .engine_ref()
+            .map_err(|e| KubeError::Unsupported(format!("profile {}: {e}", profile.name)))?
+            .kind;
         let client = target.client.clone();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let recorder_arc = Arc::new(recorder.clone());
@@ -352,6 +399,7 @@ impl KubeSubstrate {
             has_data,
             problems.clone(),
             book,
+            engine,
         ));
         substrate.tasks.push(observe::watch_mount_failures(
             Api::namespaced(client.clone(), &namespace),
@@ -646,7 +694,19 @@ impl Drop for KubeSubstrate {
 
 #[cfg(test)]
 mod tests {
-    use super::same_image;
+    use super::{MAX_PARALLEL_RUNS, cpu_cores, runs_for_cpus, same_image};
+
+    #[test]
+    fn the_cluster_holds_a_run_per_cpu_plus_one_within_bounds() {
+        assert_eq!(cpu_cores("2"), Some(2.0));
+        assert_eq!(cpu_cores("1500m"), Some(1.5));
+        assert_eq!(cpu_cores("many"), None);
+        assert_eq!(runs_for_cpus(0.0), 1);
+        assert_eq!(runs_for_cpus(0.5), 1);
+        assert_eq!(runs_for_cpus(2.0), 3);
+        assert_eq!(runs_for_cpus(2.9), 3);
+        assert_eq!(runs_for_cpus(64.0), MAX_PARALLEL_RUNS);
+    }
 
     #[test]
     fn image_names_are_compared_fully_qualified() {

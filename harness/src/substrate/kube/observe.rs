@@ -4,7 +4,7 @@
 //! reaches members through, and a watcher of the operator's status.
 
 use super::slots::SlotBook;
-use crate::engine::etcd::record_log_line;
+use crate::engine::EngineKind;
 use crate::trace::{EventKind, Recorder};
 use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -166,6 +166,7 @@ pub fn watch_pods(
     has_data: DataState,
     problems: EnvProblems,
     book: Arc<SlotBook>,
+    engine: EngineKind,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let config = watcher::Config::default().labels(&selector);
@@ -216,13 +217,15 @@ pub fn watch_pods(
                 match step {
                     Seen::Event(kind) => recorder.record(kind),
                     Seen::FinishedInstance { previous } => {
-                        parse_finished_logs(&pods, &name, &container, previous, &recorder).await;
+                        parse_finished_logs(&pods, &name, &container, previous, &recorder, engine)
+                            .await;
                     }
                     Seen::RunningInstance => log_tasks.push(follow_logs(
                         pods.clone(),
                         name.clone(),
                         container.clone(),
                         recorder.clone(),
+                        engine,
                     )),
                 }
             }
@@ -357,6 +360,7 @@ async fn parse_finished_logs(
     container: &str,
     previous: bool,
     recorder: &Recorder,
+    engine: EngineKind,
 ) {
     let params = LogParams {
         container: Some(container.to_string()),
@@ -365,7 +369,7 @@ async fn parse_finished_logs(
     };
     if let Ok(text) = pods.logs(pod, &params).await {
         for line in text.lines() {
-            record_log_line(recorder, pod, line);
+            engine.record_log_line(recorder, pod, line);
         }
     }
 }
@@ -376,6 +380,7 @@ fn follow_logs(
     pod: String,
     container: String,
     recorder: Arc<Recorder>,
+    engine: EngineKind,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let params = LogParams {
@@ -388,7 +393,7 @@ fn follow_logs(
         };
         let mut lines = stream.lines();
         while let Some(Ok(line)) = lines.next().await {
-            record_log_line(&recorder, &pod, &line);
+            engine.record_log_line(&recorder, &pod, &line);
         }
     })
 }
@@ -419,11 +424,13 @@ pub fn bridge(pods: Api<Pod>, pod: String, port: u16) -> std::io::Result<(u16, J
     Ok((local_port, task))
 }
 
-/// A reported count: a number, or the length of a list of members.
+/// A reported count: a number, or the length of a list of members, or of
+/// a map keyed by member (tidb-operator v1's `.status.pd.members`).
 fn count_of(value: &serde_json::Value) -> Option<u64> {
     value
         .as_u64()
         .or_else(|| value.as_array().map(|list| list.len() as u64))
+        .or_else(|| value.as_object().map(|map| map.len() as u64))
 }
 
 /// Watches the object where the operator reports the member count and
@@ -463,10 +470,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_status_count_is_a_number_or_a_list_length() {
+    fn a_status_count_is_a_number_or_the_length_of_a_list_or_map() {
         assert_eq!(count_of(&json!(3)), Some(3));
         assert_eq!(count_of(&json!(["etcd-abc", "etcd-def"])), Some(2));
         assert_eq!(count_of(&json!([])), Some(0));
+        assert_eq!(
+            count_of(&json!({"etcd-pd-0": {"health": true}, "etcd-pd-1": {"health": false}})),
+            Some(2)
+        );
         assert_eq!(count_of(&json!("3")), None);
     }
 }

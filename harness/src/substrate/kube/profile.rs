@@ -234,15 +234,13 @@ impl Profile {
                 self.engine
             )));
         }
+        // What ci/kind/ builds is checked before a run (`check_built`), so
+        // that a profile loads, and lists, on a machine without the cache.
+        let cache = kind_cache();
         for path in self.manifest_paths() {
-            if !path.is_file() {
-                let hint = if path.starts_with(kind_cache()) {
-                    " (built by a script of ci/kind/, see the profile)"
-                } else {
-                    ""
-                };
+            if !path.starts_with(&cache) && !path.is_file() {
                 return Err(invalid(format!(
-                    "manifest {} does not exist{hint}",
+                    "manifest {} does not exist",
                     path.display()
                 )));
             }
@@ -277,6 +275,26 @@ impl Profile {
         Ok(())
     }
 
+    /// Fails, naming the first one, when a manifest that a script of
+    /// `ci/kind/` renders into the cache has not been built here.
+    pub fn check_built(&self) -> Result<(), ProfileError> {
+        let cache = kind_cache();
+        match self
+            .manifest_paths()
+            .into_iter()
+            .find(|path| path.starts_with(&cache) && !path.is_file())
+        {
+            Some(missing) => Err(ProfileError::Invalid {
+                path: self.dir.join(PROFILE_FILE),
+                message: format!(
+                    "manifest {} is not built here: run the ci/kind/ script the profile names",
+                    missing.display()
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The install manifests, then the deployment template.
     pub fn manifest_paths(&self) -> Vec<PathBuf> {
         let cache = kind_cache();
@@ -299,6 +317,14 @@ impl Profile {
             template,
             &[("NAME", name), ("ORDINAL", &ordinal.to_string())],
         ))
+    }
+
+    /// Whether one operator serves every run (installed once, outside the
+    /// runs' namespaces), rather than one deployed with each run.
+    pub fn operator_is_shared(&self) -> bool {
+        self.operator
+            .as_ref()
+            .is_some_and(|o| !o.namespace.contains("${NAMESPACE}"))
     }
 
     /// Whether the operator names member pods itself.
@@ -375,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_outside_the_run_namespace_is_shared_by_every_run() {
+        let load = |name: &str| {
+            Profile::load(&repo_root().join("fixtures/operators").join(name))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(load("etcd-io-etcd-operator").operator_is_shared());
+        assert!(!load("coreos-etcd-operator").operator_is_shared());
+        assert!(!load("statefulset-static").operator_is_shared());
+    }
+
+    #[test]
     fn an_unknown_field_is_reported_at_its_position() {
         let tmp = std::env::temp_dir().join(format!(
             "raftcert-profile-{}-{}",
@@ -393,6 +430,41 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("profile.yaml:3:1"), "{text}");
         assert!(text.contains("replicaz"), "{text}");
+    }
+
+    #[test]
+    fn a_manifest_left_to_ci_kind_is_checked_before_a_run_not_at_load() {
+        let tmp = std::env::temp_dir().join(format!(
+            "raftcert-profile-{}-{}",
+            std::process::id(),
+            crate::util::unique_suffix()
+        ));
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        std::fs::write(tmp.join("cluster.yaml"), "kind: X\n").expect("write");
+        let absent = format!(
+            "operators/absent-{}/install.yaml",
+            crate::util::unique_suffix()
+        );
+        std::fs::write(
+            tmp.join(PROFILE_FILE),
+            format!(
+                "name: x\nsubject: {{name: a, version: b}}\nengine: etcd@3.6.5\n\
+                 install: [\"${{RAFTCERT_KIND_CACHE}}/{absent}\"]\ndeployment: cluster.yaml\n\
+                 scale: {{api_version: v1, kind: X, name: x, path: /spec/size}}\n\
+                 members: {{selector: a=b, container: etcd, client_port: 2379, \
+                 peer_url: \"http://${{POD}}:2380\", client_url: \"http://${{POD}}:2379\"}}\n\
+                 faults: [delete-pod]\n"
+            ),
+        )
+        .expect("write");
+        let loaded = Profile::load(&tmp);
+        let _ = std::fs::remove_dir_all(&tmp);
+        let profile = loaded.unwrap_or_else(|e| panic!("{e}"));
+        let err = profile
+            .check_built()
+            .expect_err("the manifest is not built");
+        assert!(err.to_string().contains(&absent), "{err}");
+        assert!(err.to_string().contains("ci/kind/"), "{err}");
     }
 
     #[test]
