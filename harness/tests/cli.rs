@@ -232,6 +232,13 @@ fn certify_without_a_subject_is_bad_input() {
     5,
     "I3,I8,I9,D1,C1"
 )]
+#[case::etcd_io_etcd_operator(
+    "etcd-io-etcd-operator-v0.2.0-kind-v1.34.4.tar.gz",
+    124,
+    19,
+    1,
+    "I5,I6,C1"
+)]
 fn the_committed_kubernetes_findings_bundles_recheck_offline(
     #[case] file: &str,
     #[case] sealed: usize,

@@ -384,15 +384,16 @@ pub async fn run_profile_at(
     let target = KubeTarget::connect(Some(kubeconfig), profile.clone())
         .await
         .expect("kubeconfig");
+    // Images first: a shared operator that the install starts runs one.
+    target
+        .ensure_images()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", profile.name));
     if !profile.install.is_empty() {
         raftcert::substrate::kube::install(&target.client, &profile)
             .await
             .unwrap_or_else(|e| panic!("installing {}: {e}", profile.name));
     }
-    target
-        .ensure_images()
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", profile.name));
     let engine = EngineChoice::InImage(profile.engine_ref().expect("engine"));
     let subject = SubjectChoice::Operator(profile.clone());
     let substrate = SubstrateChoice::Kube(Arc::new(target));
@@ -539,6 +540,48 @@ pub async fn coreos_operator_profile_checks(kubeconfig: &Path) {
     // The leader cut off from its operator-named peers, through the node.
     let trace = trace_of_a_run_clean_but_i4(&outcomes[1]);
     leader_partition_took_hold(&outcomes[1], &trace);
+}
+
+/// etcd-io/etcd-operator v0.2.0 on kind: a lost pod comes back on its PVC
+/// as the same member; a lost volume is docs/findings.md section 2 (the
+/// member returns under its old ID with an empty log, raft panics, and the
+/// operator never replaces it).
+pub async fn etcd_io_operator_profile_checks(kubeconfig: &Path) {
+    let outcomes = run_profile(
+        kubeconfig,
+        "etcd-io-etcd-operator",
+        &["pod-loss", "volume-loss"],
+    )
+    .await;
+    let pod_loss = &outcomes[0];
+    assert!(
+        pod_loss.error.is_none() && pod_loss.violated_invariants().is_empty(),
+        "{}",
+        explain(pod_loss)
+    );
+    let volume_loss = &outcomes[1];
+    assert!(volume_loss.error.is_none(), "{}", explain(volume_loss));
+    let violated = volume_loss.violated_invariants();
+    assert!(violated.contains(&"I6"), "{}", explain(volume_loss));
+    let trace = raftcert::trace::read_trace(&output_dir().join(&volume_loss.trace)).expect("trace");
+    use raftcert::trace::{EngineErrorClass, EventKind};
+    let wiped = trace
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::DataWiped { slot } => Some(slot.clone()),
+            _ => None,
+        })
+        .expect("a volume was lost");
+    let panicked = trace.events.iter().any(|e| {
+        matches!(&e.kind, EventKind::EngineError { slot, class, .. }
+            if *slot == wiped && *class == EngineErrorClass::RaftLogLost)
+    });
+    assert!(
+        panicked,
+        "{wiped}: no raft-log-lost\n{}",
+        explain(volume_loss)
+    );
 }
 
 /// The trace of a run that ended without error and violated nothing but

@@ -7,8 +7,8 @@
 
 use raftcert_suites::{
     an_image_that_cannot_be_pulled_is_an_environment_error, coreos_operator_profile_checks,
-    ensure_docker, interrupted_certification_keeps_its_report, node_fault_checks, repo_root,
-    static_statefulset_profile_checks,
+    ensure_docker, etcd_io_operator_profile_checks, interrupted_certification_keeps_its_report,
+    node_fault_checks, repo_root, static_statefulset_profile_checks,
 };
 use std::path::Path;
 use std::process::Command;
@@ -132,6 +132,27 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
     interrupted_certification_keeps_its_report(&cluster.kubeconfig).await;
     // An image the cluster cannot pull is the environment's error, fast.
     an_image_that_cannot_be_pulled_is_an_environment_error(&cluster.kubeconfig).await;
+
+    // etcd-io/etcd-operator, where ci/kind/build-operator-images built its
+    // images and manifest on this machine.
+    let etcd_io_images = ["raftcert/etcd-operator:v0.2.0", "local/etcd:v3.6.5"];
+    let etcd_io_manifest =
+        Path::new(&kind_cache()).join("operators/etcd-operator-v0.2.0/install.yaml");
+    if etcd_io_images.iter().all(|image| image_exists(image)) && etcd_io_manifest.is_file() {
+        etcd_io_operator_profile_checks(&cluster.kubeconfig).await;
+    } else {
+        eprintln!(
+            "\n\
+             ************************************************************\n\
+             SKIPPED the etcd-io/etcd-operator checks: no images {} or no {}.\n\
+             Build them (about 3 min, from ../shared/sources) and rerun:\n\
+             \x20   ci/kind/build-operator-images\n\
+             \x20   cargo test -p raftcert-suites --test kind\n\
+             ************************************************************\n",
+            etcd_io_images.join(" and "),
+            etcd_io_manifest.display()
+        );
+    }
 
     // coreos/etcd-operator, where its images were built on this machine.
     let images = [

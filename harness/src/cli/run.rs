@@ -241,6 +241,16 @@ async fn choose(
             let target = KubeTarget::connect(args.kubeconfig.as_deref(), profile.clone())
                 .await
                 .map_err(|e| bad(format!("the cluster does not answer: {e}")))?;
+            // An image no node holds would fail every run the same way: it
+            // is loaded now (kind) or named as missing before any run, and
+            // before the install, whose shared operator runs one of them.
+            let loaded = target
+                .ensure_images()
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            for image in loaded {
+                eprintln!("loaded image {image} into the cluster's nodes");
+            }
             if !profile.install.is_empty() {
                 let applied = raftcert::substrate::kube::install(&target.client, &profile)
                     .await
@@ -250,15 +260,6 @@ async fn choose(
                     applied.len(),
                     profile.name
                 );
-            }
-            // An image no node holds would fail every run the same way: it
-            // is loaded now (kind) or named as missing before any run.
-            let loaded = target
-                .ensure_images()
-                .await
-                .map_err(|e| bad(e.to_string()))?;
-            for image in loaded {
-                eprintln!("loaded image {image} into the cluster's nodes");
             }
             eprintln!("faults below the API: {}", target.node_faults());
             Ok((
