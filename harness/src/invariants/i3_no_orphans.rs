@@ -90,10 +90,16 @@ fn end_of_step(model: &Model, step: &Step, v: &mut Verdict) {
         .filter(|s| is_desired(s, step))
         .map(|s| s.name.as_str())
         .collect();
+    // A member is its slot's by peer URL: its name need not be the slot's
+    // (tidb-operator v2 names a PD after its object, the pod differently).
     let names: BTreeSet<&str> = members
         .iter()
         .filter(|m| m.is_started())
-        .map(|m| m.name.as_str())
+        .map(|m| {
+            model
+                .slot_of_member(m)
+                .map_or(m.name.as_str(), |s| s.name.as_str())
+        })
         .collect();
     // Names are only comparable when the header listed the slots.
     let names_differ = !model.slots.is_empty() && unstarted.is_empty() && names != desired;
@@ -247,6 +253,30 @@ mod tests {
         assert_violation(
             &check(&t),
             "has 5 members during step 1 (s1), more than the bound 4",
+        );
+    }
+
+    /// tidb-operator v2 names a PD after its object (`etcd-x1`) and its pod
+    /// differently (`etcd-pd-x1`): members are their slots' by peer URL.
+    #[test]
+    fn members_named_unlike_their_slots_are_matched_by_peer_url() {
+        let renamed = |url_of_third: String| {
+            let mut members: Vec<_> = (0..3).map(|i| m(i, &format!("a{i}"))).collect();
+            for member in &mut members {
+                member.name = format!("pd-object-{}", member.id);
+            }
+            members[2].peer_urls = vec![url_of_third];
+            static_3()
+                .ev(step_started(1, 3))
+                .ev(list(0, members))
+                .ev(step_finished(1, true))
+                .finish()
+        };
+        assert_passed(&check(&renamed(peer(2))));
+        // A member at no slot's URL is not the desired third one.
+        assert_violation(
+            &check(&renamed("http://10.9.9.9:2380".into())),
+            "desired 3 [m0,m1,m2]",
         );
     }
 
