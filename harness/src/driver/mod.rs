@@ -138,6 +138,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
         substrate,
         subject,
         slots,
+        member_fronts,
         tls,
         client_config,
         engine_view,
@@ -158,6 +159,7 @@ async fn drive(spec: &RunSpec, progress: Option<Progress>) -> Result<Driven, Dri
         tls: spec.tls,
         slots,
         quorum_grace_ms: quorum_grace.as_millis() as u64,
+        member_fronts,
     });
     let poller = Poller::new(recorder.clone(), client_config);
     let workload = workload::Workload::start(

@@ -29,6 +29,8 @@ pub(super) struct Ready {
     pub subject: Subject,
     /// Every slot known before the run, for the trace's header.
     pub slots: Vec<SlotInfo>,
+    /// URLs that reach whichever members are up (Kubernetes Services).
+    pub member_fronts: Vec<String>,
     pub tls: Option<TlsMaterial>,
     pub client_config: ClientConfig,
     pub engine_view: EngineView,
@@ -81,10 +83,12 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
         .map_err(crate::substrate::SubstrateError::from)?;
         let subject = Subject::operator(&substrate)?;
         let slots = substrate.initial_slots();
+        let member_fronts = substrate.member_fronts();
         return Ok(Ready {
             substrate: AnySubstrate::Kube(Box::new(substrate)),
             subject,
             slots,
+            member_fronts,
             tls: None,
             client_config: ClientConfig {
                 tls: None,
@@ -256,6 +260,8 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
         substrate,
         subject,
         slots,
+        // Deployers reach members by their own URLs.
+        member_fronts: Vec::new(),
         client_config: ClientConfig {
             tls: tls.clone(),
             timeout: POLL_TIMEOUT,

@@ -191,7 +191,8 @@ fn check_join(model: &Model, pos: usize, slot: &str, config: &StartConfig, v: &m
 
 /// A PD `--join`: never the joiner's own client URL (PD refuses only an
 /// exact match), and on a first start (no data) only client URLs of
-/// members of the cluster at that moment.
+/// members of the cluster at that moment, or a front of the members (a
+/// Service) while the cluster has members.
 fn check_join_targets(model: &Model, pos: usize, slot: &str, join: &str, v: &mut Verdict) {
     let e = &model.events[pos];
     let targets: Vec<String> = join
@@ -223,7 +224,20 @@ fn check_join_targets(model: &Model, pos: usize, slot: &str, join: &str, v: &mut
         return;
     }
     let views = model.membership_views(pos);
-    for target in &targets {
+    let fronts = &model.member_fronts;
+    for target in targets.iter().filter(|t| fronts.contains(*t)) {
+        if views.iter().all(|view| view.members.peer_urls().is_empty()) {
+            v.violate(
+                format!(
+                    "{slot} was started at t={}ms with --join {target}, a front of the members, \
+                     while the cluster had none",
+                    e.t_ms
+                ),
+                vec![e.clone()],
+            );
+        }
+    }
+    for target in targets.iter().filter(|t| !fronts.contains(*t)) {
         let owner = model
             .slots
             .iter()
@@ -362,6 +376,40 @@ mod tests {
             client(0),
             client(1)
         ))));
+    }
+
+    /// tidb-operator v2 joins through its PD Service, which fronts the
+    /// members: fine while the cluster has members, never before it has.
+    #[test]
+    fn a_pd_join_through_a_front_of_the_members() {
+        const FRONT: &str = "http://pd.ns:2379";
+        let with_front = |mut t: Trace| {
+            if let EventKind::RunStarted { member_fronts, .. } = &mut t.events[0].kind {
+                member_fronts.push(FRONT.into());
+            }
+            t
+        };
+        assert_passed(&check(&with_front(pd_join_of_m3(FRONT))));
+        // Without the header naming it, the Service is no member's URL.
+        assert_violation(&check(&pd_join_of_m3(FRONT)), "no slot's client URL");
+        // A PD told to join through the front before any member exists.
+        let t = with_front(
+            TB::new()
+                .ev(step_started(0, 1))
+                .ev(started(0, false))
+                .ev(EventKind::PdConfig {
+                    slot: name(0),
+                    initial_cluster: Default::default(),
+                    initial_cluster_state: "existing".into(),
+                    join: FRONT.into(),
+                })
+                .ev(step_finished(0, false))
+                .build(),
+        );
+        assert_violation(
+            &check(&t),
+            "a front of the members, while the cluster had none",
+        );
     }
 
     #[test]

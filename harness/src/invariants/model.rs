@@ -183,6 +183,8 @@ pub struct MembershipView {
 pub struct Model<'a> {
     pub events: &'a [Event],
     pub slots: Vec<SlotInfo>,
+    /// Client URLs in front of the members (Services), normalised.
+    pub member_fronts: Vec<String>,
     pub steps: Vec<Step>,
     /// Positions of member lists, with whether their via knew a leader.
     lists: Vec<(usize, bool)>,
@@ -199,6 +201,7 @@ impl<'a> Model<'a> {
         let mut model = Model {
             events,
             slots,
+            member_fronts: trace.member_fronts().iter().map(|f| norm_url(f)).collect(),
             steps: Vec::new(),
             lists: Vec::new(),
             id_urls: HashMap::new(),

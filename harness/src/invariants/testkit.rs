@@ -40,6 +40,7 @@ pub fn header() -> EventKind {
             })
             .collect(),
         quorum_grace_ms: GRACE_MS,
+        member_fronts: Vec::new(),
     }
 }
 

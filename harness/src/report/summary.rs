@@ -86,8 +86,10 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             tls,
             slots,
             quorum_grace_ms,
+            member_fronts,
         } => {
             let slot_names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+            let fronts: Vec<String> = member_fronts.iter().map(|f| text(f)).collect();
             write!(
                 out,
                 " run={} scenario={} strategy={} engine={}-{}{} backend={} seed={seed} slots=[{}] grace={quorum_grace_ms}ms",
@@ -99,7 +101,11 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
                 if *tls { "+tls" } else { "" },
                 text(backend),
                 slot_names.join(" "),
-            )
+            )?;
+            if !fronts.is_empty() {
+                write!(out, " fronts=[{}]", fronts.join(" "))?;
+            }
+            Ok(())
         }
         EventKind::StepStarted {
             index,

@@ -347,6 +347,7 @@ fn event_summary_covers_every_kind_on_one_line() {
                 client_url: s("http://a:2379"),
             }],
             quorum_grace_ms: 15_000,
+            member_fronts: vec![s("http://svc:2379")],
         },
         EventKind::StepStarted {
             index: 1,

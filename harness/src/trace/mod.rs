@@ -176,6 +176,10 @@ pub enum EventKind {
         slots: Vec<SlotInfo>,
         /// Deficits of started voters shorter than this are transient.
         quorum_grace_ms: u64,
+        /// Client URLs that reach whichever members are up, not one member
+        /// (a Kubernetes Service in front of them).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        member_fronts: Vec<String>,
     },
     StepStarted {
         index: u32,
@@ -450,6 +454,14 @@ impl Trace {
             _ => None,
         }));
         slots
+    }
+
+    /// The header's member fronts (Services in front of the members).
+    pub fn member_fronts(&self) -> &[String] {
+        match self.header() {
+            Some(EventKind::RunStarted { member_fronts, .. }) => member_fronts,
+            _ => &[],
+        }
     }
 
     pub fn quorum_grace_ms(&self) -> u64 {

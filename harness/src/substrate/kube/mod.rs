@@ -432,6 +432,18 @@ impl KubeSubstrate {
         self.book.slots()
     }
 
+    /// The profile's member fronts (Services), filled in for this run.
+    pub fn member_fronts(&self) -> Vec<String> {
+        let replicas = self.book.slots().len() as u32;
+        self.target
+            .profile
+            .members
+            .fronts
+            .iter()
+            .map(|front| self.fill(front, replicas))
+            .collect()
+    }
+
     fn fill(&self, template: &str, replicas: u32) -> String {
         fill_run(template, &self.namespace, replicas)
     }

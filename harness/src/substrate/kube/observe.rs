@@ -215,7 +215,7 @@ pub fn watch_pods(
             }
             for step in observe_pod(&pod, &container, &views, &has_data) {
                 match step {
-                    Seen::Event(kind) => recorder.record(kind),
+                    Seen::Event(kind) => recorder.record(*kind),
                     Seen::FinishedInstance { previous } => {
                         parse_finished_logs(&pods, &name, &container, previous, &recorder, engine)
                             .await;
@@ -238,7 +238,7 @@ pub fn watch_pods(
 
 /// What one pod update showed, in the order it happened.
 enum Seen {
-    Event(EventKind),
+    Event(Box<EventKind>),
     /// An instance that ran and exited between two updates: its log is read
     /// whole, before its exit is recorded.
     FinishedInstance {
@@ -326,23 +326,23 @@ fn observe_pod(pod: &Pod, container: &str, views: &PodViews, has_data: &DataStat
             let started = t.started_at.as_ref().map(|s| s.0.to_string());
             if started.is_some() && started != view.started_at {
                 view.incarnation += 1;
-                seen.push(Seen::Event(start_event(&name)));
+                seen.push(Seen::Event(Box::new(start_event(&name))));
                 seen.push(Seen::FinishedInstance {
                     previous: current_terminated.is_none(),
                 });
             }
-            seen.push(Seen::Event(EventKind::ProcessExited {
+            seen.push(Seen::Event(Box::new(EventKind::ProcessExited {
                 slot: name.clone(),
                 code: Some(t.exit_code),
                 signal: None,
-            }));
+            })));
             view.finished_at = finished;
             view.started_at = started;
         }
     }
     if running_since.is_some() && running_since != view.started_at {
         view.incarnation += 1;
-        seen.push(Seen::Event(start_event(&name)));
+        seen.push(Seen::Event(Box::new(start_event(&name))));
         seen.push(Seen::RunningInstance);
         view.started_at = running_since.clone();
     }

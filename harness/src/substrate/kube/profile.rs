@@ -61,6 +61,12 @@ pub struct MemberPods {
     /// The member's advertised peer URL: `${POD}`, `${NAME}`, `${NAMESPACE}`.
     pub peer_url: String,
     pub client_url: String,
+    /// Client URLs that reach whichever members are up rather than one
+    /// member (a Service in front of them), e.g.
+    /// `http://${NAME}-pd.${NAMESPACE}:2379`: a `--join` through one is a
+    /// join through the members (I2).
+    #[serde(default)]
+    pub fronts: Vec<String>,
 }
 
 /// The operator's own pods.
