@@ -584,6 +584,28 @@ pub async fn etcd_io_operator_profile_checks(kubeconfig: &Path) {
     );
 }
 
+/// tidb-operator v2.0.1 on kind (PD only): a lost pod comes back on its
+/// PVC as the same PD, with timestamps and the cluster ID judged; a lost
+/// volume is docs/findings.md section 3 (the PD returns under its old name
+/// with `--join`, its old member is never removed, and v2 has no failover).
+pub async fn tidb_operator_v2_profile_checks(kubeconfig: &Path) {
+    let outcomes = run_profile(kubeconfig, "tidb-operator-v2", &["pod-loss", "volume-loss"]).await;
+    let pod_loss = &outcomes[0];
+    assert!(
+        pod_loss.error.is_none() && pod_loss.violated_invariants().is_empty(),
+        "{}",
+        explain(pod_loss)
+    );
+    assert_pd_judged(pod_loss);
+    let volume_loss = &outcomes[1];
+    assert!(volume_loss.error.is_none(), "{}", explain(volume_loss));
+    assert!(
+        volume_loss.violated_invariants().contains(&"I6"),
+        "{}",
+        explain(volume_loss)
+    );
+}
+
 /// The trace of a run that ended without error and violated nothing but
 /// I4 (see `coreos_operator_profile_checks` for why I4 is left out).
 fn trace_of_a_run_clean_but_i4(run: &RunResult) -> raftcert::trace::Trace {

@@ -9,6 +9,7 @@ use raftcert_suites::{
     an_image_that_cannot_be_pulled_is_an_environment_error, coreos_operator_profile_checks,
     ensure_docker, etcd_io_operator_profile_checks, interrupted_certification_keeps_its_report,
     node_fault_checks, repo_root, static_statefulset_profile_checks,
+    tidb_operator_v2_profile_checks,
 };
 use std::path::Path;
 use std::process::Command;
@@ -151,6 +152,27 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
              ************************************************************\n",
             etcd_io_images.join(" and "),
             etcd_io_manifest.display()
+        );
+    }
+
+    // tidb-operator v2.0.1 (PD), where ci/kind/build-tidb-operator-images
+    // built its images and manifest on this machine.
+    let tidb_v2_images = ["raftcert/tidb-operator:v2.0.1", "raftcert/pd:v8.5.7"];
+    let tidb_v2_manifest =
+        Path::new(&kind_cache()).join("operators/tidb-operator-v2.0.1/install.yaml");
+    if tidb_v2_images.iter().all(|image| image_exists(image)) && tidb_v2_manifest.is_file() {
+        tidb_operator_v2_profile_checks(&cluster.kubeconfig).await;
+    } else {
+        eprintln!(
+            "\n\
+             ************************************************************\n\
+             SKIPPED the tidb-operator v2 checks: no images {} or no {}.\n\
+             Build them (about 12 min cold, from ../shared/sources) and rerun:\n\
+             \x20   ci/kind/build-tidb-operator-images\n\
+             \x20   cargo test -p raftcert-suites --test kind\n\
+             ************************************************************\n",
+            tidb_v2_images.join(" and "),
+            tidb_v2_manifest.display()
         );
     }
 
