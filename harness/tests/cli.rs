@@ -239,6 +239,7 @@ fn certify_without_a_subject_is_bad_input() {
     1,
     "I5,I6,C1"
 )]
+#[case::tidb_operator_v2("tidb-operator-v2.0.1-kind-v1.34.4.tar.gz", 130, 19, 3, "I1,I6,I9,C1")]
 fn the_committed_kubernetes_findings_bundles_recheck_offline(
     #[case] file: &str,
     #[case] sealed: usize,

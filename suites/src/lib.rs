@@ -559,12 +559,24 @@ pub async fn etcd_io_operator_profile_checks(kubeconfig: &Path) {
         "{}",
         explain(pod_loss)
     );
-    let volume_loss = &outcomes[1];
+    use raftcert::trace::EngineErrorClass;
+    assert_wiped_member_refused(&outcomes[1], &[EngineErrorClass::RaftLogLost]);
+}
+
+/// A volume-loss run that violated I6, and whose wiped member the engine
+/// then refused with one of `classes`: the evidence, not only the verdict.
+fn assert_wiped_member_refused(
+    volume_loss: &RunResult,
+    classes: &[raftcert::trace::EngineErrorClass],
+) {
+    use raftcert::trace::EventKind;
     assert!(volume_loss.error.is_none(), "{}", explain(volume_loss));
-    let violated = volume_loss.violated_invariants();
-    assert!(violated.contains(&"I6"), "{}", explain(volume_loss));
+    assert!(
+        volume_loss.violated_invariants().contains(&"I6"),
+        "{}",
+        explain(volume_loss)
+    );
     let trace = raftcert::trace::read_trace(&output_dir().join(&volume_loss.trace)).expect("trace");
-    use raftcert::trace::{EngineErrorClass, EventKind};
     let wiped = trace
         .events
         .iter()
@@ -573,13 +585,13 @@ pub async fn etcd_io_operator_profile_checks(kubeconfig: &Path) {
             _ => None,
         })
         .expect("a volume was lost");
-    let panicked = trace.events.iter().any(|e| {
+    let refused = trace.events.iter().any(|e| {
         matches!(&e.kind, EventKind::EngineError { slot, class, .. }
-            if *slot == wiped && *class == EngineErrorClass::RaftLogLost)
+            if *slot == wiped && classes.contains(class))
     });
     assert!(
-        panicked,
-        "{wiped}: no raft-log-lost\n{}",
+        refused,
+        "{wiped}: no engine error of {classes:?}\n{}",
         explain(volume_loss)
     );
 }
@@ -587,22 +599,29 @@ pub async fn etcd_io_operator_profile_checks(kubeconfig: &Path) {
 /// tidb-operator v2.0.1 on kind (PD only): a lost pod comes back on its
 /// PVC as the same PD, with timestamps and the cluster ID judged; a lost
 /// volume is docs/findings.md section 3 (the PD returns under its old name
-/// with `--join`, its old member is never removed, and v2 has no failover).
+/// and is refused for good: its old member is never removed, and v2 has no
+/// failover).
 pub async fn tidb_operator_v2_profile_checks(kubeconfig: &Path) {
     let outcomes = run_profile(kubeconfig, "tidb-operator-v2", &["pod-loss", "volume-loss"]).await;
+    // I9 may fail on its own: the PDGroup's ready count lags by up to the
+    // operator's 30 s member poll (docs/findings.md section 3, failure 3),
+    // and a bootstrap can land badly against it.
     let pod_loss = &outcomes[0];
     assert!(
-        pod_loss.error.is_none() && pod_loss.violated_invariants().is_empty(),
+        pod_loss.error.is_none() && pod_loss.violated_invariants().iter().all(|id| *id == "I9"),
         "{}",
         explain(pod_loss)
     );
     assert_pd_judged(pod_loss);
-    let volume_loss = &outcomes[1];
-    assert!(volume_loss.error.is_none(), "{}", explain(volume_loss));
-    assert!(
-        volume_loss.violated_invariants().contains(&"I6"),
-        "{}",
-        explain(volume_loss)
+    // The wiped PD is refused under its old name: as `new` before the
+    // group is bootstrapped, with `--join` after.
+    use raftcert::trace::EngineErrorClass;
+    assert_wiped_member_refused(
+        &outcomes[1],
+        &[
+            EngineErrorClass::AlreadyBootstrapped,
+            EngineErrorClass::DuplicatedMember,
+        ],
     );
 }
 
