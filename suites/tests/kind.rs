@@ -61,6 +61,33 @@ fn image_exists(image: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether an operator's images and its manifest (under the kind cache)
+/// were built on this machine; if not, says so loudly, with the build.
+fn operator_built(
+    operator: &str,
+    images: &[&str],
+    manifest: &str,
+    build_cost: &str,
+    build: &str,
+) -> bool {
+    let manifest = Path::new(&kind_cache()).join(manifest);
+    if images.iter().all(|image| image_exists(image)) && manifest.is_file() {
+        return true;
+    }
+    eprintln!(
+        "\n\
+         ************************************************************\n\
+         SKIPPED the {operator} checks: no images {} or no {}.\n\
+         Build them ({build_cost}) and rerun:\n\
+         \x20   {build}\n\
+         \x20   cargo test -p raftcert-suites --test kind\n\
+         ************************************************************\n",
+        images.join(" and "),
+        manifest.display()
+    );
+    false
+}
+
 fn kind_cache() -> String {
     std::env::var("RAFTCERT_KIND_CACHE").unwrap_or_else(|_| "/var/cache/raftcert-kind".into())
 }
@@ -136,44 +163,25 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
 
     // etcd-io/etcd-operator, where ci/kind/build-operator-images built its
     // images and manifest on this machine.
-    let etcd_io_images = ["raftcert/etcd-operator:v0.2.0", "local/etcd:v3.6.5"];
-    let etcd_io_manifest =
-        Path::new(&kind_cache()).join("operators/etcd-operator-v0.2.0/install.yaml");
-    if etcd_io_images.iter().all(|image| image_exists(image)) && etcd_io_manifest.is_file() {
+    if operator_built(
+        "etcd-io/etcd-operator",
+        &["raftcert/etcd-operator:v0.2.0", "local/etcd:v3.6.5"],
+        "operators/etcd-operator-v0.2.0/install.yaml",
+        "about 3 min, from ../shared/sources",
+        "ci/kind/build-operator-images",
+    ) {
         etcd_io_operator_profile_checks(&cluster.kubeconfig).await;
-    } else {
-        eprintln!(
-            "\n\
-             ************************************************************\n\
-             SKIPPED the etcd-io/etcd-operator checks: no images {} or no {}.\n\
-             Build them (about 3 min, from ../shared/sources) and rerun:\n\
-             \x20   ci/kind/build-operator-images\n\
-             \x20   cargo test -p raftcert-suites --test kind\n\
-             ************************************************************\n",
-            etcd_io_images.join(" and "),
-            etcd_io_manifest.display()
-        );
     }
-
     // tidb-operator v2.0.1 (PD), where ci/kind/build-tidb-operator-images
     // built its images and manifest on this machine.
-    let tidb_v2_images = ["raftcert/tidb-operator:v2.0.1", "raftcert/pd:v8.5.7"];
-    let tidb_v2_manifest =
-        Path::new(&kind_cache()).join("operators/tidb-operator-v2.0.1/install.yaml");
-    if tidb_v2_images.iter().all(|image| image_exists(image)) && tidb_v2_manifest.is_file() {
+    if operator_built(
+        "tidb-operator v2",
+        &["raftcert/tidb-operator:v2.0.1", "raftcert/pd:v8.5.7"],
+        "operators/tidb-operator-v2.0.1/install.yaml",
+        "about 12 min cold, from ../shared/sources",
+        "ci/kind/build-tidb-operator-images",
+    ) {
         tidb_operator_v2_profile_checks(&cluster.kubeconfig).await;
-    } else {
-        eprintln!(
-            "\n\
-             ************************************************************\n\
-             SKIPPED the tidb-operator v2 checks: no images {} or no {}.\n\
-             Build them (about 12 min cold, from ../shared/sources) and rerun:\n\
-             \x20   ci/kind/build-tidb-operator-images\n\
-             \x20   cargo test -p raftcert-suites --test kind\n\
-             ************************************************************\n",
-            tidb_v2_images.join(" and "),
-            tidb_v2_manifest.display()
-        );
     }
 
     // coreos/etcd-operator, where its images were built on this machine.
