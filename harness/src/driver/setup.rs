@@ -148,13 +148,13 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
             .then(|| TlsMaterial::generate(&tls_dir, &members))
             .transpose()
     };
-    let (substrate, slots, service_ip, binary, tls) = match &spec.substrate {
+    let (substrate, slots, service_ip, service_listener, binary, tls) = match &spec.substrate {
         SubstrateChoice::Process => {
             // Free addresses are probed, then bound: another process may
             // take one in between. Nothing runs yet, so other addresses
             // are taken instead.
             let mut attempt = 1;
-            let (substrate, slots, service_ip, tls) = loop {
+            let (substrate, slots, service_ip, service_listener, tls) = loop {
                 let plan =
                     AddressPlan::allocate(replicas, spec.seed ^ crate::util::unique_suffix())?;
                 let slots = process_slots(&plan, replicas, spec.tls);
@@ -172,6 +172,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                         .collect(),
                 )?;
                 let service_ip = plan.service_ip();
+                let service_listener = plan.service_listener();
                 match ProcessSubstrate::new(
                     recorder.clone(),
                     spec.engine.kind(),
@@ -180,7 +181,9 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                     &scratch.path().join("data"),
                     &logs_dir,
                 ) {
-                    Ok(substrate) => break (substrate, slots, service_ip, tls),
+                    Ok(substrate) => {
+                        break (substrate, slots, service_ip, service_listener, tls);
+                    }
                     Err(SubstrateError::Io { path, source, .. })
                         if source.kind() == std::io::ErrorKind::AddrInUse
                             && attempt < ADDRESS_ATTEMPTS =>
@@ -195,6 +198,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                 AnySubstrate::Process(Box::new(substrate)),
                 slots,
                 service_ip,
+                service_listener,
                 install.server.display().to_string(),
                 tls,
             )
@@ -244,6 +248,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                 AnySubstrate::Docker(Box::new(substrate)),
                 layout.slots,
                 layout.service_ip,
+                crate::sys::HeldListener::default(),
                 docker::engine_path(install.kind).to_string(),
                 tls,
             )
@@ -253,6 +258,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
     let ctx = DeployerContext {
         service_ip: service_ip.clone(),
         service_port: SERVICE_PORT,
+        service_listener,
         log_dir: logs_dir,
     };
     let subject = Subject::deployer(spec.subject.clone(), ctx)?;

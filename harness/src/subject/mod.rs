@@ -78,8 +78,14 @@ impl SubjectChoice {
     pub(crate) fn build(&self, ctx: &DeployerContext) -> Result<Box<dyn Deployer>, SubjectError> {
         match self {
             SubjectChoice::Builtin(info) => Ok(info.build(ctx)),
-            SubjectChoice::Custom { factory, .. } => Ok(factory(ctx)),
+            // These bind the service address themselves: a listener held
+            // beside theirs would take half the connections.
+            SubjectChoice::Custom { factory, .. } => {
+                drop(ctx.service_listener.take());
+                Ok(factory(ctx))
+            }
             SubjectChoice::External { command, timeout } => {
+                drop(ctx.service_listener.take());
                 deployer::external::ExternalDeployer::spawn(
                     command,
                     &ctx.log_dir.join("deployer.log"),

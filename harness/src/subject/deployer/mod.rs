@@ -29,6 +29,9 @@ pub struct DeployerContext {
     /// A loopback address reserved for this run, e.g. "127.40.7.1".
     pub service_ip: String,
     pub service_port: u16,
+    /// The service address, already listening where the substrate could
+    /// hold it (processes); empty otherwise.
+    pub service_listener: crate::sys::HeldListener,
     /// Where a deployer process writes its standard error.
     pub log_dir: std::path::PathBuf,
 }

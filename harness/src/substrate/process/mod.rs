@@ -8,7 +8,7 @@ use super::{RestartPolicy, SlotState, Substrate, SubstrateError};
 use crate::engine::EngineKind;
 use crate::faults::Op;
 use crate::model::{ExitInfo, Phase, Spec};
-use crate::sys::reaper;
+use crate::sys::{HeldListener, reaper};
 use crate::trace::{EventKind, Recorder, SlotInfo};
 use links::{Links, Port};
 use nix::sys::signal::{Signal, killpg};
@@ -48,14 +48,21 @@ pub struct AddressPlan {
 static LEASED_PREFIXES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 #[derive(Debug)]
-struct PrefixLease(String);
+struct PrefixLease {
+    prefix: String,
+    /// The service address, listening from the probe on until the run
+    /// ends or the deployer takes it: a probe that was only dropped left
+    /// the address open until the discovery service bound it, and CI hit
+    /// `Address already in use` there twice.
+    service: HeldListener,
+}
 
 impl Drop for PrefixLease {
     fn drop(&mut self) {
         LEASED_PREFIXES
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&self.0);
+            .remove(&self.prefix);
     }
 }
 
@@ -66,9 +73,14 @@ impl AddressPlan {
     pub fn service_ip(&self) -> String {
         format!("{}.1", self.prefix)
     }
+    /// The service address's listener, held for the deployer.
+    pub fn service_listener(&self) -> HeldListener {
+        self._lease.service.clone()
+    }
 
     /// Picks a random `127.a.b.0/24` that no run of this process holds and
-    /// whose ports are free (the probe keeps off other processes' runs).
+    /// whose ports are free (the probe keeps off other processes' runs),
+    /// and starts holding its service address.
     pub fn allocate(members: u32, seed: u64) -> Result<Self, SubstrateError> {
         let mut leased = LEASED_PREFIXES
             .lock()
@@ -82,19 +94,31 @@ impl AddressPlan {
             if leased.contains(&prefix) {
                 continue;
             }
-            let mut addrs = vec![format!("{prefix}.1:{}", crate::model::SERVICE_PORT)];
+            let service = format!("{prefix}.1:{}", crate::model::SERVICE_PORT);
+            let mut addrs = vec![service.clone()];
             for ord in 0..members {
                 let ip = format!("{prefix}.{}", 10 + ord);
                 for port in [PEER_PORT, CLIENT_PORT, LISTEN_PEER_PORT, LISTEN_CLIENT_PORT] {
                     addrs.push(format!("{ip}:{port}"));
                 }
             }
-            if addrs.iter().all(|a| TcpListener::bind(a.as_str()).is_ok()) {
+            // The plain probe fails on any listener there, even another
+            // raftcert's held service listener (SO_REUSEPORT).
+            if !addrs.iter().all(|a| TcpListener::bind(a.as_str()).is_ok()) {
+                continue;
+            }
+            let service_addr = service
+                .parse()
+                .map_err(|_| SubstrateError::NoAddresses(members))?;
+            if let Ok(held) = HeldListener::listen(service_addr) {
                 leased.insert(prefix.clone());
                 // The lease is made only now: its drop takes the lock.
                 return Ok(AddressPlan {
                     prefix: prefix.clone(),
-                    _lease: Arc::new(PrefixLease(prefix)),
+                    _lease: Arc::new(PrefixLease {
+                        prefix,
+                        service: held,
+                    }),
                 });
             }
         }
@@ -565,6 +589,27 @@ mod tests {
         drop(first);
         let third = AddressPlan::allocate(3, seed).expect("third");
         assert_eq!(third.prefix, freed);
+    }
+
+    /// From allocation on, the service address is taken for anyone but the
+    /// run's own service (SO_REUSEPORT, as it rebinds after a crash), and
+    /// the run's service gets the listener itself.
+    #[test]
+    fn the_service_address_is_held_from_allocation_and_handed_over_once() {
+        let plan = AddressPlan::allocate(1, 0x5eed_0003).expect("plan");
+        let service = format!("{}:{}", plan.service_ip(), crate::model::SERVICE_PORT);
+        let probe = std::net::TcpListener::bind(service.as_str());
+        assert!(probe.is_err(), "a plain bind on {service} succeeded: {probe:?}");
+        let addr: std::net::SocketAddr = service.parse().expect("address");
+        let rebind = crate::sys::HeldListener::listen(addr);
+        assert!(rebind.is_ok(), "a SO_REUSEPORT rebind failed: {rebind:?}");
+        drop(rebind);
+        let held = plan.service_listener().take().expect("the held listener");
+        assert_eq!(held.local_addr().expect("local address"), addr);
+        assert!(plan.service_listener().take().is_none(), "handed over twice");
+        drop(held);
+        drop(plan);
+        std::net::TcpListener::bind(service.as_str()).expect("free once the run ends");
     }
 
     /// A run's prefix goes back to the pool only with its proxies closed:

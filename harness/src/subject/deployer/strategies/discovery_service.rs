@@ -33,18 +33,25 @@ impl DiscoveryService {
     pub fn start(ctx: &DeployerContext, answer: Answer) -> Self {
         let addr = format!("{}:{}", ctx.service_ip, ctx.service_port);
         let url = format!("http://{addr}");
-        let bound = addr
-            .parse()
-            .map_err(|e| format!("{addr}: {e}"))
-            .and_then(|sock_addr| {
-                let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-                // The service is rebound on the same address after a crash.
-                socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
-                // The crashed instance's listener may not be dropped yet.
-                socket.set_reuseport(true).map_err(|e| e.to_string())?;
-                socket.bind(sock_addr).map_err(|e| format!("{addr}: {e}"))?;
-                socket.listen(64).map_err(|e| format!("{addr}: {e}"))
-            });
+        let held = ctx.service_listener.take().map(|listener| {
+            listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                .map_err(|e| format!("{addr}: {e}"))
+        });
+        let bound = held.unwrap_or_else(|| {
+            addr.parse()
+                .map_err(|e| format!("{addr}: {e}"))
+                .and_then(|sock_addr| {
+                    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                    // The service is rebound on the same address after a crash.
+                    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+                    // The crashed instance's listener may not be dropped yet.
+                    socket.set_reuseport(true).map_err(|e| e.to_string())?;
+                    socket.bind(sock_addr).map_err(|e| format!("{addr}: {e}"))?;
+                    socket.listen(64).map_err(|e| format!("{addr}: {e}"))
+                })
+        });
         match bound {
             Ok(listener) => {
                 let server = tokio::spawn(async move {
