@@ -28,6 +28,10 @@ enum Command {
         /// A trace.jsonl, a report directory holding results.json, or a
         /// certification bundle.
         path: PathBuf,
+        /// Also render what was checked as a page: the matrix and a
+        /// timeline per run, with the violations' evidence marked.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Certify a deployer, strategy or operator: run the suite and write a
     /// sealed, re-checkable bundle (directory and .tar.gz).
@@ -147,7 +151,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Some(Command::Run(args)) => cli::run::run(args).await,
         Some(Command::Certify(args)) => cli::run::certify(args).await,
-        Some(Command::Check { path }) => cli::check::check(&path),
+        Some(Command::Check { path, html }) => cli::check::check(&path, html.as_deref()),
         Some(Command::Gallery(args)) => cli::gallery::gallery(args).await,
         Some(Command::List) => cli::list::list(),
         Some(Command::Engines { provision }) => cli::list::engines(provision).await,

@@ -8,21 +8,31 @@ use raftcert::trace::read_trace;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn check(path: &Path, html: Option<&Path>) -> anyhow::Result<ExitCode> {
     use raftcert::report::bundle;
     if bundle::is_tarball(path) {
         let scratch = raftcert::sys::TempDir::new("raftcert-check")
             .context("creating a temporary directory")?;
         let root = bundle::unpack(path, scratch.path()).map_err(|e| bad(e.to_string()))?;
-        return check_bundle(&root);
-    }
-    if path.is_dir() && bundle::is_sealed(path) {
-        return check_bundle(path);
+        let code = check_bundle(&root)?;
+        write_dir_html(&root, html)?;
+        return Ok(code);
     }
     if path.is_dir() {
-        return check_report_dir(path);
+        let code = if bundle::is_sealed(path) {
+            check_bundle(path)?
+        } else {
+            check_report_dir(path)?
+        };
+        write_dir_html(path, html)?;
+        return Ok(code);
     }
     let trace = read_trace(path).map_err(|e| bad(e.to_string()))?;
+    if let Some(out) = html {
+        let page = report::html::render_trace(&trace, &path.display().to_string())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        write_page(out, &page)?;
+    }
     let checked = TraceCheck::of(&trace);
     for verdict in &checked.verdicts {
         println!(
@@ -119,6 +129,24 @@ fn check_bundle(dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// report.html for a report directory or unpacked bundle, written to `out`.
+fn write_dir_html(dir: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    let Some(out) = out else {
+        return Ok(());
+    };
+    let results =
+        report::load_results(&dir.join(report::RESULTS_FILE)).map_err(|e| bad(e.to_string()))?;
+    let page =
+        report::html::render_report_dir(&results, dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_page(out, &page)
+}
+
+fn write_page(out: &Path, page: &str) -> anyhow::Result<()> {
+    std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))?;
+    println!("page: {}", out.display());
+    Ok(())
 }
 
 /// Lifecycle lines `check` prints for a failing trace.

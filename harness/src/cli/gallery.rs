@@ -224,6 +224,10 @@ pub async fn gallery(args: GalleryArgs) -> anyhow::Result<ExitCode> {
             row.engine_bug_summary()
         );
     }
+    println!(
+        "timelines: {}",
+        out.join(raftcert::report::html::HTML_FILE).display()
+    );
     println!("report: {}", out.display());
     let all_caught = detections.iter().all(|d| d.caught());
     let no_false_alarm = false_alarms.rows.iter().all(|r| r.false_alarms == 0);

@@ -109,6 +109,22 @@ pub fn load_suite(path: Option<&std::path::Path>) -> anyhow::Result<(Arc<Suite>,
     })
 }
 
+/// Where to look at each run that did not pass: its section of report.html.
+pub fn print_failing_pages(out: &std::path::Path, report: &raftcert::report::SuiteReport) {
+    use raftcert::report::{RunStatus, html};
+    for run in report.runs.iter().filter(|r| r.status != RunStatus::Pass) {
+        println!(
+            "{} {} / {} @ {}: {}#{}",
+            run.status_word(),
+            run.scenario,
+            run.strategy,
+            run.engine_label(),
+            out.join(html::HTML_FILE).display(),
+            html::run_anchor(&run.run_id)
+        );
+    }
+}
+
 /// Writes a report directory's files, as an error ending the command.
 pub fn write_report(
     out: &std::path::Path,

@@ -4,7 +4,10 @@
 //! even after Ctrl-C.
 
 use super::progress::progress_listener;
-use super::{bad, deployer_timeout, load_suite, parse_engines, provision_all, write_report};
+use super::{
+    bad, deployer_timeout, load_suite, parse_engines, print_failing_pages, provision_all,
+    write_report,
+};
 use anyhow::Context;
 use raftcert::engine::{EngineChoice, EngineKind, EngineRef};
 use raftcert::matrix::{self, PlanRequest};
@@ -105,6 +108,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let done = run_suite(&args, |run_id| PathBuf::from("raftcert-out").join(run_id)).await?;
     write_report(&done.out, &done.report)?;
     println!("{}", report::render_table(&done.report));
+    print_failing_pages(&done.out, &done.report);
     println!("report: {}", done.out.display());
     Ok(exit_for(&done.report))
 }
@@ -133,6 +137,7 @@ pub async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
     let tarball = done.out.with_extension("tar.gz");
     bundle::pack(&done.out, &tarball)?;
     println!("{}", report::render_table(&done.report));
+    print_failing_pages(&done.out, &done.report);
     println!(
         "certification bundle: {} ({sealed} files sealed by {}), packed as {}",
         done.out.display(),

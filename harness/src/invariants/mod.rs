@@ -20,7 +20,7 @@ pub mod p1_pd_cluster_id;
 mod scenarios;
 pub mod t1_tso_monotonic;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use crate::trace::{Event, Trace};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,8 @@
-//! Reports: results.json, junit.xml, report.md and the terminal table.
+//! Reports: results.json, junit.xml, report.md, report.html and the
+//! terminal table.
 
 pub mod bundle;
+pub mod html;
 mod junit;
 mod markdown;
 pub mod recheck;
@@ -8,6 +10,7 @@ mod summary;
 mod table;
 #[cfg(test)]
 mod tests;
+pub mod timeline;
 
 pub use junit::render_junit;
 pub use markdown::render_markdown;
@@ -115,10 +118,12 @@ pub enum ReportError {
     Junit(#[from] quick_junit::SerializeError),
     #[error("{0}: not a directory")]
     NotADirectory(PathBuf),
+    #[error("cannot render report.html: {0}")]
+    Html(String),
 }
 
-/// Writes `results.json`, `junit.xml` and `report.md` into `dir`, which must
-/// already exist.
+/// Writes `results.json`, `junit.xml`, `report.md` and `report.html` into
+/// `dir`, which must already exist (and hold the runs' traces).
 pub fn write_all(dir: &Path, report: &SuiteReport) -> Result<(), ReportError> {
     if !dir.is_dir() {
         return Err(ReportError::NotADirectory(dir.to_path_buf()));
@@ -128,10 +133,12 @@ pub fn write_all(dir: &Path, report: &SuiteReport) -> Result<(), ReportError> {
     json.push('\n');
     let junit = render_junit(report)?;
     let markdown = render_markdown(report);
+    let html = html::render_report_dir(report, dir)?;
     for (name, body) in [
         (RESULTS_FILE, json),
         (JUNIT_FILE, junit),
         (MARKDOWN_FILE, markdown),
+        (html::HTML_FILE, html),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, body).map_err(|source| ReportError::Io { path, source })?;

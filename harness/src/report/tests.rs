@@ -191,6 +191,16 @@ fn write_all_writes_three_files_that_agree() {
     );
     assert_junit_structure(&junit);
     assert!(junit.contains("deployer crashed"), "{junit}");
+
+    // report.html has a section per run, linked from the matrix; these runs'
+    // traces were never written, and each section says so.
+    let page = std::fs::read_to_string(dir.0.join(super::html::HTML_FILE)).expect("read html");
+    for run in &report.runs {
+        let anchor = super::html::run_anchor(&run.run_id);
+        assert!(page.contains(&format!("id=\"{anchor}\"")), "no section {anchor}");
+        assert!(page.contains(&format!("href=\"#{anchor}\"")), "no link to {anchor}");
+    }
+    assert_eq!(page.matches("class=\"trace-error\"").count(), report.runs.len());
     assert!(
         junit.contains("name=\"run-id\" value=\"20240101-abc\""),
         "{junit}"

@@ -599,14 +599,20 @@ mod tests {
         let plan = AddressPlan::allocate(1, 0x5eed_0003).expect("plan");
         let service = format!("{}:{}", plan.service_ip(), crate::model::SERVICE_PORT);
         let probe = std::net::TcpListener::bind(service.as_str());
-        assert!(probe.is_err(), "a plain bind on {service} succeeded: {probe:?}");
+        assert!(
+            probe.is_err(),
+            "a plain bind on {service} succeeded: {probe:?}"
+        );
         let addr: std::net::SocketAddr = service.parse().expect("address");
         let rebind = crate::sys::HeldListener::listen(addr);
         assert!(rebind.is_ok(), "a SO_REUSEPORT rebind failed: {rebind:?}");
         drop(rebind);
         let held = plan.service_listener().take().expect("the held listener");
         assert_eq!(held.local_addr().expect("local address"), addr);
-        assert!(plan.service_listener().take().is_none(), "handed over twice");
+        assert!(
+            plan.service_listener().take().is_none(),
+            "handed over twice"
+        );
         drop(held);
         drop(plan);
         std::net::TcpListener::bind(service.as_str()).expect("free once the run ends");
