@@ -17,6 +17,7 @@ pub mod matrix;
 pub mod model;
 pub mod report;
 pub mod scenario;
+pub mod study;
 pub mod subject;
 pub mod substrate;
 pub mod sys;

@@ -38,6 +38,9 @@ enum Command {
     Certify(cli::run::RunArgs),
     /// Run every bad deployer of the bug gallery and print what caught it.
     Gallery(cli::gallery::GalleryArgs),
+    /// Compare strategies in a designed experiment (sizes, faults,
+    /// repetitions): study.md, study.json and SVG plots.
+    Study(cli::study::StudyArgs),
     /// Show suites, faults, strategies, engines, profiles and invariants.
     List,
     /// Remove what docker-backend runs left behind (a killed run, for
@@ -153,6 +156,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Certify(args)) => cli::run::certify(args).await,
         Some(Command::Check { path, html }) => cli::check::check(&path, html.as_deref()),
         Some(Command::Gallery(args)) => cli::gallery::gallery(args).await,
+        Some(Command::Study(args)) => cli::study::study(args).await,
         Some(Command::List) => cli::list::list(),
         Some(Command::Engines { provision }) => cli::list::engines(provision).await,
         Some(Command::Gc {

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod list;
 mod progress;
 pub mod run;
+pub mod study;
 
 use anyhow::anyhow;
 use raftcert::engine::provision::{self, EngineInstall};

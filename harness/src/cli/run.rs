@@ -93,9 +93,9 @@ enum BackendArg {
 }
 
 /// What one suite run produced, and what it ran.
-struct SuiteRun {
-    report: report::SuiteReport,
-    out: PathBuf,
+pub(crate) struct SuiteRun {
+    pub(crate) report: report::SuiteReport,
+    pub(crate) out: PathBuf,
     suite_name: String,
     suite_text: String,
     subjects: Vec<SubjectChoice>,
@@ -328,7 +328,7 @@ fn check_scenario_names(suite: &Suite, wanted: &[String]) -> anyhow::Result<()> 
     }
 }
 
-async fn run_suite(
+pub(crate) async fn run_suite(
     args: &RunArgs,
     default_out: impl FnOnce(&str) -> PathBuf,
 ) -> anyhow::Result<SuiteRun> {

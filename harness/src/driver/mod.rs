@@ -236,6 +236,7 @@ enum Act {
     Fault(FaultRef, FaultArgs),
     RestartSlot(String),
     Wait,
+    Hold(Duration),
 }
 
 /// A freeze waiting for its moment (`stall`).
@@ -323,6 +324,7 @@ impl Driver {
                     vec![(step.action.name(), Act::Fault(fault, args))]
                 }
                 StepAction::Wait => vec![(step.action.name(), Act::Wait)],
+                StepAction::Hold(d) => vec![(step.action.name(), Act::Hold(d))],
             };
             for (name, act) in acts {
                 let (settled, elapsed) = self
@@ -368,6 +370,10 @@ impl Driver {
     ) -> Result<(bool, Duration), DriveError> {
         let inject = step.inject;
         let started = Instant::now();
+        let hold_until = match act {
+            Act::Hold(d) => started + d,
+            _ => started,
+        };
         let step_seq = self.recorder.recorded();
         self.replaced.clear();
         if let Act::Replicas { replicas, .. } = act {
@@ -385,7 +391,7 @@ impl Driver {
             Act::Replicas { replicas, first } => self.subject.set_replicas(replicas, first).await?,
             Act::Fault(fault, args) => self.inject(fault, &args).await?,
             Act::RestartSlot(slot) => self.apply(Op::Stop(slot)).await?,
-            Act::Wait => {}
+            Act::Wait | Act::Hold(_) => {}
         }
         // Only what members report after the step began, or after its last
         // fault was taken back, counts towards settling.
@@ -414,7 +420,7 @@ impl Driver {
                 }
                 fresh_since = Instant::now();
             }
-            let holding = pending.is_some() || !self.held.is_empty();
+            let holding = pending.is_some() || !self.held.is_empty() || Instant::now() < hold_until;
             if !holding {
                 let now_missing = self.unsettled(fresh_since);
                 if now_missing.is_none() {

@@ -48,12 +48,14 @@ impl Workload {
                 };
                 let key = format!("{WORKLOAD_PREFIX}{n:08}");
                 let value = format!("{run_id}-{n}");
+                let sent = Instant::now();
                 let outcome = client.put(&key, &value).await;
                 recorder.record(EventKind::ClientWrite {
                     key,
                     value,
                     ok: outcome.is_ok(),
                     error: outcome.err().map(|e| e.to_string()),
+                    latency_ms: Some(sent.elapsed().as_millis() as u64),
                 });
                 n += 1;
             }

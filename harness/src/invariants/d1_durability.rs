@@ -135,6 +135,7 @@ mod tests {
             value: value.into(),
             ok,
             error: None,
+            latency_ms: None,
         }
     }
     fn final_read(pairs: &[(&str, &str)]) -> EventKind {

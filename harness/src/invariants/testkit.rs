@@ -300,6 +300,7 @@ impl TB {
             value: v,
             ok: true,
             error: None,
+            latency_ms: None,
         })
     }
     /// Final read returning every acknowledged write, then the run end.

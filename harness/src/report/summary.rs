@@ -382,8 +382,12 @@ fn write_fields(out: &mut String, kind: &EventKind) -> std::fmt::Result {
             value,
             ok,
             error,
+            latency_ms,
         } => {
             write!(out, " key={} value={}", text(key), text(value))?;
+            if let Some(ms) = latency_ms {
+                write!(out, " in {ms}ms")?;
+            }
             outcome(out, *ok, error.as_deref())
         }
         EventKind::Tso {

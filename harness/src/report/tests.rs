@@ -197,10 +197,19 @@ fn write_all_writes_three_files_that_agree() {
     let page = std::fs::read_to_string(dir.0.join(super::html::HTML_FILE)).expect("read html");
     for run in &report.runs {
         let anchor = super::html::run_anchor(&run.run_id);
-        assert!(page.contains(&format!("id=\"{anchor}\"")), "no section {anchor}");
-        assert!(page.contains(&format!("href=\"#{anchor}\"")), "no link to {anchor}");
+        assert!(
+            page.contains(&format!("id=\"{anchor}\"")),
+            "no section {anchor}"
+        );
+        assert!(
+            page.contains(&format!("href=\"#{anchor}\"")),
+            "no link to {anchor}"
+        );
     }
-    assert_eq!(page.matches("class=\"trace-error\"").count(), report.runs.len());
+    assert_eq!(
+        page.matches("class=\"trace-error\"").count(),
+        report.runs.len()
+    );
     assert!(
         junit.contains("name=\"run-id\" value=\"20240101-abc\""),
         "{junit}"
@@ -444,6 +453,7 @@ fn event_summary_covers_every_kind_on_one_line() {
             value: s("v1"),
             ok: true,
             error: None,
+            latency_ms: None,
         },
         EventKind::FinalRead {
             ok: true,

@@ -706,6 +706,7 @@ mod tests {
                     value: "v".into(),
                     ok: true,
                     error: None,
+                    latency_ms: Some(3),
                 },
             ));
         }
@@ -716,6 +717,7 @@ mod tests {
                 value: "v".into(),
                 ok: false,
                 error: Some("context deadline exceeded".into()),
+                latency_ms: None,
             },
         ));
         events.push((1_000, EventKind::RunFinished { error: None }));

@@ -107,6 +107,9 @@ pub enum StepAction {
     /// One restart per member, each settling before the next.
     RollingRestart,
     Wait,
+    /// The cluster is left alone, with the workload running, this long
+    /// before the step may settle: a steady-state window to measure.
+    Hold(Duration),
     /// A registered fault (see [`crate::faults`]).
     Fault(FaultRef, FaultArgs),
 }
@@ -118,6 +121,7 @@ impl StepAction {
             StepAction::Scale(n) => format!("scale {n}"),
             StepAction::RollingRestart => "rolling-restart".into(),
             StepAction::Wait => "wait".into(),
+            StepAction::Hold(d) => format!("hold {}s", d.as_secs_f64()),
             StepAction::Fault(fault, args) => {
                 let args = args.describe();
                 if args.is_empty() {
@@ -168,6 +172,7 @@ const STEP_KEYS: &[&str] = &[
     "scale",
     "rolling-restart",
     "wait",
+    "hold",
     "settle",
     "settles",
     "inject",
@@ -205,6 +210,7 @@ impl<'de> Visitor<'de> for StepVisitor {
                     map.next_value::<IgnoredAny>()?;
                     actions.push(StepAction::Wait);
                 }
+                "hold" => actions.push(StepAction::Hold(map.next_value::<Dur>()?.0)),
                 "settle" => settle = Some(map.next_value::<Dur>()?.0),
                 "settles" => settles = map.next_value()?,
                 "inject" => inject = Some(map.next_value::<Inject>()?),
@@ -233,7 +239,7 @@ impl<'de> Visitor<'de> for StepVisitor {
                 settles,
             }),
             [] => Err(de::Error::custom(format!(
-                "a step needs one action: bootstrap, scale, rolling-restart, wait or a fault ({})",
+                "a step needs one action: bootstrap, scale, rolling-restart, wait, hold or a fault ({})",
                 faults::names().join(", ")
             ))),
             _ => Err(de::Error::custom("a step has exactly one action")),
@@ -321,6 +327,8 @@ pub const DEFAULT_QUORUM_GRACE: Duration = Duration::from_secs(15);
 /// The conformance suite built into the binary.
 pub const BUILTIN_SUITE: &str = include_str!("../../../suites/conformance.yaml");
 pub const BUILTIN_SUITE_PATH: &str = "suites/conformance.yaml";
+/// The scenarios `raftcert study` draws from.
+pub const STUDY_SUITE: &str = include_str!("../../../suites/study.yaml");
 
 impl Suite {
     pub fn load(path: &Path) -> Result<Suite, SuiteError> {
@@ -449,5 +457,23 @@ impl Suite {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StepAction, Suite};
+    use std::time::Duration;
+
+    #[test]
+    fn a_hold_step_keeps_its_duration() {
+        let suite = Suite::parse(
+            "suite: s\nscenarios:\n  - name: a\n    steps:\n      - bootstrap: 3\n      - hold: 5s\n",
+            "s.yaml",
+        )
+        .expect("parse");
+        let step = &suite.scenarios[0].steps[1];
+        assert_eq!(step.action, StepAction::Hold(Duration::from_secs(5)));
+        assert_eq!(step.action.name(), "hold 5s");
     }
 }

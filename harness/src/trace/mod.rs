@@ -352,6 +352,10 @@ pub enum EventKind {
         ok: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// How long the write took, from send to answer (absent in traces
+        /// from before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<u64>,
     },
     /// The durability read at the end of the run.
     FinalRead {

@@ -1,0 +1,226 @@
+//! `raftcert study`: runs the study's design, repetition by repetition,
+//! through the same path as `raftcert run`, then measures every trace and
+//! writes study.json, study.md and the plots.
+
+use super::run::{RunArgs, run_suite};
+use super::{bad, write_report};
+use anyhow::Context;
+use clap::Parser;
+use raftcert::report::RunResult;
+use raftcert::study::{self, Arm, Design, StudyResult};
+use raftcert::trace::read_trace;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct StudyArgs {
+    /// The small design (2 strategies, etcd 3.6.5, 4 scenarios, twice):
+    /// a few minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of every run; default 5 (2 with --quick).
+    #[arg(long)]
+    repetitions: Option<u32>,
+    /// Strategies (repeatable), replacing the design's; with --engine.
+    #[arg(long = "strategy", value_name = "NAME", requires = "engines")]
+    strategies: Vec<String>,
+    /// Engines (repeatable) for --strategy.
+    #[arg(long = "engine", value_name = "ENGINE")]
+    engines: Vec<String>,
+    /// Only these scenarios of suites/study.yaml (repeatable).
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// Leave PD out of the full design (it is in when its sources are).
+    #[arg(long)]
+    no_pd: bool,
+    /// Study directory; default: raftcert-study/<time>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write study.md here, its plots in a folder named after it
+    /// (docs/study.md puts them in docs/study/).
+    #[arg(long)]
+    doc: Option<PathBuf>,
+    /// Runs at a time.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Seed of the first repetition; the others follow it.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// RunArgs as `raftcert run` would parse them.
+#[derive(Parser)]
+struct AsRun {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn design(args: &StudyArgs) -> Design {
+    let mut design = if args.quick {
+        Design::quick()
+    } else {
+        let sources = raftcert::engine::gobuild::sources_dir();
+        Design::full(!args.no_pd && sources.join("pd-v8.5.7.tar.gz").is_file())
+    };
+    if !args.strategies.is_empty() {
+        design.arms = vec![Arm {
+            strategies: args.strategies.clone(),
+            engines: args.engines.clone(),
+        }];
+    }
+    if !args.scenarios.is_empty() {
+        design.scenarios = args.scenarios.clone();
+    }
+    if let Some(n) = args.repetitions {
+        design.repetitions = n;
+    }
+    design
+}
+
+pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
+    let design = design(&args);
+    if design.repetitions == 0 {
+        return Err(bad("--repetitions must be at least 1"));
+    }
+    let started = std::time::Instant::now();
+    let started_at = raftcert::util::utc_timestamp();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("raftcert-study").join(raftcert::matrix::new_run_id()));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let suite = out.join("study.yaml");
+    std::fs::write(&suite, raftcert::scenario::model::STUDY_SUITE)
+        .with_context(|| format!("writing {}", suite.display()))?;
+    let seed = args.seed.unwrap_or_else(raftcert::util::unique_suffix);
+    let mut measures = Vec::new();
+    let mut repetitions = Vec::new();
+    for repetition in 1..=design.repetitions {
+        for (k, arm) in design.arms.iter().enumerate() {
+            let dir_name = format!("rep-{repetition}-arm-{}", k + 1);
+            let mut argv: Vec<String> = vec!["run".into(), "--no-tls-pass".into()];
+            let mut push = |flag: &str, value: String| {
+                argv.push(flag.to_string());
+                argv.push(value);
+            };
+            push("--suite", suite.display().to_string());
+            push("--out", out.join(&dir_name).display().to_string());
+            push(
+                "--seed",
+                (seed.wrapping_add(u64::from(repetition))).to_string(),
+            );
+            if let Some(jobs) = args.jobs {
+                push("--jobs", jobs.to_string());
+            }
+            for s in &arm.strategies {
+                push("--strategy", s.clone());
+            }
+            for e in &arm.engines {
+                push("--engine", e.clone());
+            }
+            for s in &design.scenarios {
+                push("--scenario", s.clone());
+            }
+            let run_args = AsRun::try_parse_from(&argv)
+                .map_err(|e| bad(format!("the study's run arguments: {e}")))?
+                .run;
+            eprintln!(
+                "study: repetition {repetition} of {}, {} on {}",
+                design.repetitions,
+                arm.strategies.join(", "),
+                arm.engines.join(", ")
+            );
+            let done = run_suite(&run_args, |_| out.join(&dir_name)).await?;
+            write_report(&done.out, &done.report)?;
+            measures.extend(measure_all(&done.out, &done.report.runs, repetition)?);
+            repetitions.push(dir_name);
+        }
+    }
+    let cells = study::aggregate(&measures, &design);
+    let result = StudyResult {
+        command: std::iter::once("raftcert".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        design,
+        machine: machine(),
+        started_at,
+        duration_s: started.elapsed().as_secs_f64(),
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        repetitions,
+        runs: measures,
+        cells,
+    };
+    let mut json = serde_json::to_string_pretty(&result).context("encoding study.json")?;
+    json.push('\n');
+    std::fs::write(out.join("study.json"), json).context("writing study.json")?;
+    study::write_plots(&result.cells, &out).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
+    let markdown = study::render_markdown(&result, ".").map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(out.join("study.md"), markdown).context("writing study.md")?;
+    if let Some(doc) = &args.doc {
+        write_doc(&result, doc)?;
+    }
+    let not_passing = result.runs.iter().filter(|r| r.status != "pass").count();
+    println!(
+        "study: {} runs ({} not passing) in {:.0} s; {}",
+        result.runs.len(),
+        not_passing,
+        result.duration_s,
+        out.join("study.md").display()
+    );
+    // A study measures; runs that fail are part of what it reports.
+    Ok(ExitCode::SUCCESS)
+}
+
+fn measure_all(
+    dir: &Path,
+    runs: &[RunResult],
+    repetition: u32,
+) -> anyhow::Result<Vec<study::RunMeasure>> {
+    runs.iter()
+        .map(|run| {
+            let path = dir.join(&run.trace);
+            let trace = read_trace(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(study::measure(run, &trace, repetition))
+        })
+        .collect()
+}
+
+/// docs/study.md with its plots in docs/study/.
+fn write_doc(result: &StudyResult, doc: &Path) -> anyhow::Result<()> {
+    let stem = doc
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| bad(format!("{}: not a file name", doc.display())))?;
+    let plots = doc.with_file_name(stem);
+    std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+    study::write_plots(&result.cells, &plots).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
+    let markdown = study::render_markdown(result, stem).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(doc, markdown).with_context(|| format!("writing {}", doc.display()))?;
+    std::fs::write(
+        doc.with_extension("json"),
+        serde_json::to_string_pretty(result).context("encoding")? + "\n",
+    )
+    .with_context(|| format!("writing {}", doc.with_extension("json").display()))?;
+    Ok(())
+}
+
+/// Cores, memory and kernel, from /proc.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores, {mem_gb:.0} GB, Linux {}, {}",
+        kernel.trim(),
+        std::env::consts::ARCH
+    )
+}

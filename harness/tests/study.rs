@@ -1,0 +1,77 @@
+//! `raftcert study --quick` end to end on real etcd: every run measured,
+//! the steady-state hold and the scale steps seen in the numbers, and the
+//! page and plots written.
+
+use raftcert::study::{OUTCOMES_SVG, READY_SVG, StudyResult, UNAVAILABILITY_SVG};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn the_quick_study_measures_every_run_and_writes_its_page_and_plots() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("study-quick");
+    let _ = std::fs::remove_dir_all(&out);
+    let doc = out.join("doc").join("study.md");
+    let run = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .args(["study", "--quick", "--seed", "7"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--doc")
+        .arg(&doc)
+        .output()
+        .expect("run raftcert study");
+    assert!(
+        run.status.success(),
+        "raftcert study --quick failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = std::fs::read_to_string(out.join("study.json")).expect("study.json");
+    let result: StudyResult = serde_json::from_str(&json).expect("a study result");
+    // 2 strategies x 4 scenarios x 2 repetitions.
+    assert_eq!(result.runs.len(), 16);
+    assert_eq!(result.cells.len(), 8);
+    for cell in &result.cells {
+        assert_eq!(cell.runs, 2, "{} {}", cell.arm(), cell.scenario);
+        let ready = cell
+            .ready_s
+            .unwrap_or_else(|| panic!("{} {}: never ready", cell.arm(), cell.scenario));
+        assert!(ready.min > 0.0 && ready.min <= ready.max);
+        // Every scenario of the quick design holds 5 s after its bootstrap.
+        let steady = cell
+            .latency_steady
+            .unwrap_or_else(|| panic!("{} {}: no steady writes", cell.arm(), cell.scenario));
+        assert!(steady.n > 0 && steady.p50_ms <= steady.p99_ms);
+        if cell.scenario == "scale-out-1-3-5" {
+            let change = cell
+                .change_s_per_member
+                .unwrap_or_else(|| panic!("{}: no membership change timed", cell.arm()));
+            // Two scale steps per run, two runs.
+            assert_eq!(change.n, 4, "{}", cell.arm());
+            assert!(
+                cell.latency_reconfig.is_some(),
+                "{}: no write during the scale-out",
+                cell.arm()
+            );
+        }
+    }
+    for dir in [out.clone(), doc.with_file_name("study")] {
+        for plot in [READY_SVG, UNAVAILABILITY_SVG, OUTCOMES_SVG] {
+            let svg = std::fs::read_to_string(dir.join(plot))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(plot).display()));
+            assert!(svg.starts_with("<svg"), "{plot} is not an SVG");
+            assert!(svg.contains("seed-join@etcd-3.6.5"), "{plot} names no arm");
+        }
+    }
+    let page = std::fs::read_to_string(&doc).expect("the doc page");
+    for needle in [
+        "study/ready-by-size.svg",
+        "| seed-join@etcd-3.6.5 | scale-out-1-3-5 |",
+        "| static@etcd-3.6.5 | pod-loss |",
+        "raftcert study --quick",
+    ] {
+        assert!(page.contains(needle), "study.md lacks {needle}");
+    }
+    // Each repetition is an ordinary report directory, timelines included.
+    for rep in &result.repetitions {
+        assert!(out.join(rep).join("report.html").is_file(), "{rep}");
+    }
+}
