@@ -80,6 +80,20 @@ pub fn check(trace: &Trace) -> Verdict {
     v
 }
 
+/// The spans, in trace milliseconds, during which fewer than a quorum of
+/// voters were up (what I4 judges), whatever caused them.
+pub fn no_quorum_windows(trace: &Trace) -> Vec<(u64, u64)> {
+    let model = Model::new(trace);
+    let end_ms = trace.end_ms();
+    deficits(&model)
+        .into_iter()
+        .map(|d| {
+            let start = model.events[d.start].t_ms;
+            (start, d.end.map_or(end_ms, |p| model.events[p].t_ms))
+        })
+        .collect()
+}
+
 fn overlaps_fault(faults: &[FaultWindow], start_ms: u64, end_ms: u64) -> bool {
     faults
         .iter()

@@ -19,11 +19,12 @@ pub struct RunMeasure {
     /// Per scale step: its settle time divided by the members it added or
     /// removed.
     pub change_ms_per_member: Vec<f64>,
-    /// Time without a quorum of started voters (I4's measure: during
-    /// reconfiguration plus during faults).
+    /// Time without a quorum of up voters (what I4 judges) inside the
+    /// scale and fault steps: a bootstrap's own joins are not counted.
     pub no_quorum_ms: u64,
     /// From the last acknowledged write before a failing stretch to the
-    /// next acknowledged one, summed over the stretches.
+    /// next acknowledged one, summed over the stretches that began inside
+    /// a scale or fault step.
     pub write_outage_ms: u64,
     /// Acknowledged writes during `hold` steps (the steady state).
     pub steady_latency_ms: Vec<u64>,
@@ -65,7 +66,11 @@ pub fn measure(run: &RunResult, trace: &Trace, repetition: u32) -> RunMeasure {
     let mut step: Option<(Phase, u32, Option<u32>)> = None;
     let mut last_ack: Option<u64> = None;
     let mut failing_since: Option<u64> = None;
+    // Whether the current failing stretch began inside a change.
+    let mut failing_counts = false;
     let mut outage = 0u64;
+    let mut changes: Vec<(u64, u64)> = Vec::new();
+    let mut change_started: Option<u64> = None;
     for event in &trace.events {
         match &event.kind {
             EventKind::StepStarted {
@@ -73,8 +78,12 @@ pub fn measure(run: &RunResult, trace: &Trace, repetition: u32) -> RunMeasure {
                 desired_replicas,
                 ..
             } => {
-                step = Some((phase_of(name), *desired_replicas, desired));
+                let phase = phase_of(name);
+                step = Some((phase, *desired_replicas, desired));
                 desired = Some(*desired_replicas);
+                if phase == Phase::Reconfig {
+                    change_started = Some(event.t_ms);
+                }
             }
             EventKind::StepFinished {
                 name,
@@ -82,6 +91,9 @@ pub fn measure(run: &RunResult, trace: &Trace, repetition: u32) -> RunMeasure {
                 elapsed_ms,
                 ..
             } => {
+                if let Some(start) = change_started.take() {
+                    changes.push((start, event.t_ms));
+                }
                 if let Some((_, now, Some(before))) = step.take()
                     && name.starts_with("scale")
                     && *settled
@@ -92,7 +104,7 @@ pub fn measure(run: &RunResult, trace: &Trace, repetition: u32) -> RunMeasure {
             }
             EventKind::ClientWrite { ok, latency_ms, .. } => {
                 if *ok {
-                    if let (Some(from), Some(_)) = (last_ack.or(failing_since), failing_since) {
+                    if let (Some(from), Some(_), true) = (last_ack, failing_since, failing_counts) {
                         outage += event.t_ms.saturating_sub(from);
                     }
                     failing_since = None;
@@ -109,29 +121,23 @@ pub fn measure(run: &RunResult, trace: &Trace, repetition: u32) -> RunMeasure {
                     // Failures before the first acknowledgement are the
                     // bootstrap, not an outage.
                     failing_since = Some(event.t_ms);
+                    failing_counts = change_started.is_some();
                 }
             }
             _ => {}
         }
     }
-    if let (Some(from), Some(_)) = (last_ack, failing_since) {
-        let end = trace.events.last().map_or(from, |e| e.t_ms);
-        outage += end.saturating_sub(from);
+    let end_ms = trace.events.last().map_or(0, |e| e.t_ms);
+    if let (Some(from), Some(_), true) = (last_ack, failing_since, failing_counts) {
+        outage += end_ms.saturating_sub(from);
     }
-    let no_quorum_ms = run
-        .verdicts
-        .iter()
-        .find(|v| v.invariant == "I4")
-        .map_or(0.0, |v| {
-            v.metrics
-                .get("unavailable_ms_reconfig")
-                .copied()
-                .unwrap_or(0.0)
-                + v.metrics
-                    .get("unavailable_ms_fault")
-                    .copied()
-                    .unwrap_or(0.0)
-        }) as u64;
+    if let Some(start) = change_started {
+        changes.push((start, end_ms));
+    }
+    let no_quorum_ms = overlap_ms(
+        &crate::invariants::i4_quorum::no_quorum_windows(trace),
+        &changes,
+    );
     RunMeasure {
         subject: run.strategy.clone(),
         engine: run.engine_label(),
@@ -158,10 +164,54 @@ pub fn measure(run: &RunResult, trace: &Trace, repetition: u32) -> RunMeasure {
     }
 }
 
+/// How long the `spans` overlap the `windows` (each list disjoint).
+fn overlap_ms(spans: &[(u64, u64)], windows: &[(u64, u64)]) -> u64 {
+    spans
+        .iter()
+        .flat_map(|&(a, b)| {
+            windows
+                .iter()
+                .map(move |&(c, d)| b.min(d).saturating_sub(a.max(c)))
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::trace::EventKind;
+
+    /// Two of three members frozen for 20 s inside a step: the study
+    /// counts the time without quorum I4 sees there.
+    #[test]
+    fn time_without_quorum_inside_a_fault_step_counts() {
+        use crate::invariants::testkit::*;
+        use crate::trace::FaultKind;
+        let trace = static_3()
+            .ev(step_started(1, 3))
+            .ev(fault(FaultKind::FREEZE, 1))
+            .ev(fault(FaultKind::FREEZE, 2))
+            .wait(20_000)
+            .ev(fault(FaultKind::THAW, 1))
+            .ev(fault(FaultKind::THAW, 2))
+            .ev(status(1, "a1", "a0", 2, 9, 2))
+            .ev(step_finished(1, true))
+            .finish();
+        let m = measure(&run(), &trace, 1);
+        assert!(
+            (20_000..21_000).contains(&m.no_quorum_ms),
+            "{} ms",
+            m.no_quorum_ms
+        );
+    }
+
+    #[test]
+    fn only_the_part_of_a_span_inside_a_window_counts() {
+        let windows = [(1_000, 2_000), (5_000, 6_000)];
+        assert_eq!(overlap_ms(&[(0, 900)], &windows), 0);
+        assert_eq!(overlap_ms(&[(1_500, 5_500)], &windows), 1_000);
+        assert_eq!(overlap_ms(&[(0, 10_000)], &windows), 2_000);
+    }
 
     fn run() -> RunResult {
         serde_json::from_value(serde_json::json!({
@@ -206,13 +256,17 @@ mod tests {
     }
 
     /// Steady writes come from the hold, reconfiguration writes from the
-    /// scale steps; one failing stretch is timed from the last
-    /// acknowledgement before it to the first after it.
+    /// scale steps; a failing stretch inside a scale step is timed from the
+    /// last acknowledgement before it to the first after it, one inside the
+    /// bootstrap is not counted.
     #[test]
     fn a_scale_out_is_measured_per_member_and_per_phase() {
         let trace = Trace::from_kinds([
             (0, step(0, "bootstrap 1", 1)),
             (100, write(false, 5)),
+            (200, write(true, 5)),
+            (300, write(false, 5)),
+            (400, write(true, 5)),
             (700, done(0, "bootstrap 1", 700)),
             (800, step(1, "hold 5s", 1)),
             (900, write(true, 2)),
@@ -232,7 +286,8 @@ mod tests {
         assert_eq!(m.steady_latency_ms, vec![2, 4]);
         assert_eq!(m.reconfig_latency_ms, vec![30, 50]);
         assert_eq!(m.write_outage_ms, 3_400, "6.0 s to 9.4 s");
-        assert_eq!(m.no_quorum_ms, 300);
+        // No member list in this trace: nothing for I4 to place.
+        assert_eq!(m.no_quorum_ms, 0);
         assert_eq!(m.unavailable_ms(), 3_400);
         assert_eq!(
             (m.ready_ms, m.size, m.status.as_str()),
