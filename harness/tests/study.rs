@@ -70,6 +70,25 @@ fn the_quick_study_measures_every_run_and_writes_its_page_and_plots() {
     ] {
         assert!(page.contains(needle), "study.md lacks {needle}");
     }
+    // Re-measuring the saved traces gives the same measures.
+    let again = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .args(["study", "--render"])
+        .arg(&out)
+        .output()
+        .expect("run raftcert study --render");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let rendered: StudyResult = serde_json::from_str(
+        &std::fs::read_to_string(out.join("study.json")).expect("study.json again"),
+    )
+    .expect("a study result again");
+    assert_eq!(
+        serde_json::to_value(&rendered.runs).expect("encode"),
+        serde_json::to_value(&result.runs).expect("encode")
+    );
     // Each repetition is an ordinary report directory, timelines included.
     for rep in &result.repetitions {
         assert!(out.join(rep).join("report.html").is_file(), "{rep}");

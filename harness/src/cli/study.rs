@@ -46,6 +46,10 @@ pub struct StudyArgs {
     /// Seed of the first repetition; the others follow it.
     #[arg(long)]
     seed: Option<u64>,
+    /// Run nothing: re-measure the traces of a study directory written
+    /// before and write its page and plots again (with --doc, there too).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "repetitions", "strategies", "scenarios", "out"])]
+    render: Option<PathBuf>,
 }
 
 /// RunArgs as `raftcert run` would parse them.
@@ -78,6 +82,9 @@ fn design(args: &StudyArgs) -> Design {
 }
 
 pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.render {
+        return render(dir, args.doc.as_deref());
+    }
     let design = design(&args);
     if design.repetitions == 0 {
         return Err(bad("--repetitions must be at least 1"));
@@ -169,6 +176,44 @@ pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
         out.join("study.md").display()
     );
     // A study measures; runs that fail are part of what it reports.
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Re-measures a study directory's traces with this build and writes
+/// study.json, study.md and the plots again.
+fn render(dir: &Path, doc: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let path = dir.join("study.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let mut result: StudyResult = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("{}: not a study: {e}", path.display())))?;
+    let mut measures = Vec::new();
+    for (k, rep_dir) in result.repetitions.iter().enumerate() {
+        let report = raftcert::report::load_results(&dir.join(rep_dir).join("results.json"))
+            .map_err(|e| bad(e.to_string()))?;
+        let repetition = rep_dir
+            .strip_prefix("rep-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(k as u32 + 1);
+        measures.extend(measure_all(&dir.join(rep_dir), &report.runs, repetition)?);
+    }
+    result.cells = study::aggregate(&measures, &result.design);
+    result.runs = measures;
+    let mut json = serde_json::to_string_pretty(&result).context("encoding study.json")?;
+    json.push('\n');
+    std::fs::write(&path, json).context("writing study.json")?;
+    study::write_plots(&result.cells, dir).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
+    let markdown = study::render_markdown(&result, ".").map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(dir.join("study.md"), markdown).context("writing study.md")?;
+    if let Some(doc) = doc {
+        write_doc(&result, doc)?;
+    }
+    println!(
+        "study: {} runs re-measured; {}",
+        result.runs.len(),
+        dir.join("study.md").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -151,6 +151,13 @@ pub struct Cell {
     /// Per run: the longer of the time without quorum and the time writes
     /// kept failing, in seconds.
     pub unavailable_s: Option<Spread>,
+    /// Per run: the time without a quorum of up voters (I4's view: a
+    /// joined member counts once it has published itself).
+    #[serde(default)]
+    pub no_quorum_s: Option<Spread>,
+    /// Per run: the time writes kept failing (what a client saw).
+    #[serde(default)]
+    pub write_outage_s: Option<Spread>,
     pub latency_steady: Option<Percentiles>,
     pub latency_reconfig: Option<Percentiles>,
 }
@@ -216,6 +223,8 @@ pub fn aggregate(measures: &[RunMeasure], design: &Design) -> Vec<Cell> {
                 ready_s: Spread::of(&floats(&|r| r.ready_ms.map(|ms| ms as f64 / 1000.0))),
                 change_s_per_member: Spread::of(&changes),
                 unavailable_s: Spread::of(&floats(&|r| Some(r.unavailable_ms() as f64 / 1000.0))),
+                no_quorum_s: Spread::of(&floats(&|r| Some(r.no_quorum_ms as f64 / 1000.0))),
+                write_outage_s: Spread::of(&floats(&|r| Some(r.write_outage_ms as f64 / 1000.0))),
                 latency_steady: Percentiles::of(&latencies(&|r| &r.steady_latency_ms)),
                 latency_reconfig: Percentiles::of(&latencies(&|r| &r.reconfig_latency_ms)),
                 subject,
