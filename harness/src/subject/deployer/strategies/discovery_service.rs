@@ -5,7 +5,7 @@ use super::*;
 use crate::subject::deployer::DeployerError;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// What the service answers the member named in the request: status code
 /// and body (a future, since an answer may need to ask the cluster).
@@ -33,25 +33,28 @@ impl DiscoveryService {
     pub fn start(ctx: &DeployerContext, answer: Answer) -> Self {
         let addr = format!("{}:{}", ctx.service_ip, ctx.service_port);
         let url = format!("http://{addr}");
-        let held = ctx.service_listener.take().map(|listener| {
-            listener
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(listener))
-                .map_err(|e| format!("{addr}: {e}"))
-        });
-        let bound = held.unwrap_or_else(|| {
-            addr.parse()
-                .map_err(|e| format!("{addr}: {e}"))
-                .and_then(|sock_addr| {
-                    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-                    // The service is rebound on the same address after a crash.
-                    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
-                    // The crashed instance's listener may not be dropped yet.
-                    socket.set_reuseport(true).map_err(|e| e.to_string())?;
-                    socket.bind(sock_addr).map_err(|e| format!("{addr}: {e}"))?;
-                    socket.listen(64).map_err(|e| format!("{addr}: {e}"))
-                })
-        });
+        // After a deployer crash the held listener is gone: rebind, with
+        // SO_REUSEPORT, since the crashed instance's may not be dropped yet.
+        let bound = ctx
+            .service_listener
+            .take()
+            .map(Ok)
+            .unwrap_or_else(|| {
+                addr.parse()
+                    .map_err(|e| format!("{addr}: {e}"))
+                    .and_then(|sock_addr| {
+                        crate::sys::HeldListener::listen(sock_addr)
+                            .map_err(|e| format!("{addr}: {e}"))?
+                            .take()
+                            .ok_or_else(|| format!("{addr}: listener already taken"))
+                    })
+            })
+            .and_then(|listener| {
+                listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map_err(|e| format!("{addr}: {e}"))
+            });
         match bound {
             Ok(listener) => {
                 let server = tokio::spawn(async move {
