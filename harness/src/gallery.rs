@@ -2,7 +2,7 @@
 //! the scenario that triggers it and the invariant that must catch it.
 
 use crate::engine::EngineKind;
-use crate::report::{RunResult, RunStatus};
+use crate::report::{RunResult, RunStatus, secs};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -229,10 +229,6 @@ impl FalseAlarmRow {
             .collect::<Vec<_>>()
             .join(", ")
     }
-}
-
-fn secs(ms: u64) -> String {
-    format!("{:.1}s", ms as f64 / 1000.0)
 }
 
 /// The terminal table: bug -> scenario -> invariant caught -> time.

@@ -3,6 +3,7 @@
 //! the steps, the faults and the client traffic. Pure: a trace and its
 //! verdicts in, a model out; the template only places it.
 
+use super::secs;
 use crate::invariants::Verdict;
 use crate::trace::{Event, EventKind, MembershipOp, Trace};
 use serde::Serialize;
@@ -111,6 +112,7 @@ pub fn timeline(trace: &Trace, verdicts: &[Verdict]) -> Timeline {
     let mut leader_open: Option<(u64, String, u64)> = None;
     let mut traffic = vec![(0u64, 0u64, 0u64); TRAFFIC_BUCKETS as usize];
     let mut marked = BTreeSet::new();
+    let mut applied_marked: BTreeSet<(&str, String)> = BTreeSet::new();
 
     for event in &trace.events {
         let mark = |class: &'static str, label: String| axis.mark(event, class, label, &evidence);
@@ -228,15 +230,12 @@ pub fn timeline(trace: &Trace, verdicts: &[Verdict]) -> Timeline {
             } => {
                 ids.insert(member_id.clone(), slot.clone());
             }
-            EventKind::MembershipApplied { op, member_id, .. } => {
-                // Every member applies the change: mark it once.
-                let already = cluster.iter().any(|m: &Mark| {
-                    m.class == "membership" && m.label == membership_label(*op, member_id, &ids)
-                });
-                if !already {
-                    cluster.push(mark("membership", membership_label(*op, member_id, &ids)));
-                    marked.insert(event.seq);
-                }
+            // Every member applies the change: mark it once.
+            EventKind::MembershipApplied { op, member_id, .. }
+                if applied_marked.insert((op_word(*op), member_id.clone())) =>
+            {
+                cluster.push(mark("membership", membership_label(*op, member_id, &ids)));
+                marked.insert(event.seq);
             }
             EventKind::MembershipCall { op, ok, error, .. } => {
                 let label = match (ok, error) {
@@ -528,10 +527,6 @@ impl Axis {
             })
             .collect()
     }
-}
-
-fn secs(ms: u64) -> String {
-    format!("{:.1} s", ms as f64 / 1000.0)
 }
 
 #[derive(Default)]
