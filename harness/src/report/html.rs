@@ -41,49 +41,7 @@ pub fn render_report_dir(report: &SuiteReport, dir: &Path) -> Result<String, Rep
 /// A page for one saved trace, judged now.
 pub fn render_trace(trace: &Trace, source: &str) -> Result<String, ReportError> {
     let checked = super::recheck::TraceCheck::of(trace);
-    let mut run = RunResult {
-        run_id: String::new(),
-        scenario: String::new(),
-        strategy: String::new(),
-        engine: String::new(),
-        engine_version: String::new(),
-        backend: String::new(),
-        replicas: 0,
-        tls: false,
-        seed: 0,
-        status: RunStatus::Pass,
-        error: None,
-        verdicts: Vec::new(),
-        must_judge: Vec::new(),
-        known_finding: None,
-        duration_ms: trace.events.last().map_or(0, |e| e.t_ms),
-        ready_ms: None,
-        trace: source.to_string(),
-        logs: String::new(),
-    };
-    if let Some(crate::trace::EventKind::RunStarted {
-        run_id,
-        scenario,
-        strategy,
-        engine,
-        engine_version,
-        backend,
-        seed,
-        tls,
-        slots,
-        ..
-    }) = trace.header()
-    {
-        run.run_id = run_id.clone();
-        run.scenario = scenario.clone();
-        run.strategy = strategy.clone();
-        run.engine = engine.clone();
-        run.engine_version = engine_version.clone();
-        run.backend = backend.clone();
-        run.seed = *seed;
-        run.tls = *tls;
-        run.replicas = slots.len() as u32;
-    }
+    let mut run = RunResult::from_header(trace, source);
     let abort = match &checked.ending {
         super::recheck::Ending::Errored(e) => Some(e.clone()),
         _ => None,

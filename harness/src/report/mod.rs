@@ -228,6 +228,55 @@ impl RunResult {
         }
     }
 
+    /// A run not judged (yet), as a saved trace's header describes it;
+    /// `trace` is where the trace was read from.
+    pub fn from_header(trace: &crate::trace::Trace, trace_path: &str) -> RunResult {
+        let mut run = RunResult {
+            run_id: String::new(),
+            scenario: String::new(),
+            strategy: String::new(),
+            engine: String::new(),
+            engine_version: String::new(),
+            backend: String::new(),
+            replicas: 0,
+            tls: false,
+            seed: 0,
+            status: RunStatus::Error,
+            error: None,
+            verdicts: Vec::new(),
+            must_judge: Vec::new(),
+            known_finding: None,
+            duration_ms: trace.events.last().map_or(0, |e| e.t_ms),
+            ready_ms: None,
+            trace: trace_path.to_string(),
+            logs: String::new(),
+        };
+        if let Some(crate::trace::EventKind::RunStarted {
+            run_id,
+            scenario,
+            strategy,
+            engine,
+            engine_version,
+            backend,
+            seed,
+            tls,
+            slots,
+            ..
+        }) = trace.header()
+        {
+            run.run_id = run_id.clone();
+            run.scenario = scenario.clone();
+            run.strategy = strategy.clone();
+            run.engine = engine.clone();
+            run.engine_version = engine_version.clone();
+            run.backend = backend.clone();
+            run.seed = *seed;
+            run.tls = *tls;
+            run.replicas = slots.len() as u32;
+        }
+        run
+    }
+
     /// Judges a finished run: the invariants over its trace. `error` when
     /// the run was aborted, whatever they say, or when an invariant the
     /// scenario exists to test (`must_judge`) had nothing to judge: such a
