@@ -158,15 +158,7 @@ pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
         runs: measures,
         cells,
     };
-    let mut json = serde_json::to_string_pretty(&result).context("encoding study.json")?;
-    json.push('\n');
-    std::fs::write(out.join("study.json"), json).context("writing study.json")?;
-    study::write_plots(&result.cells, &out).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
-    let markdown = study::render_markdown(&result, ".").map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::write(out.join("study.md"), markdown).context("writing study.md")?;
-    if let Some(doc) = &args.doc {
-        write_doc(&result, doc)?;
-    }
+    write_outputs(&result, &out, args.doc.as_deref())?;
     let not_passing = result.runs.iter().filter(|r| r.status != "pass").count();
     println!(
         "study: {} runs ({} not passing) in {:.0} s; {}",
@@ -200,15 +192,7 @@ fn render(dir: &Path, doc: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     result.cells = study::aggregate(&measures, &result.design);
     result.runs = measures;
-    let mut json = serde_json::to_string_pretty(&result).context("encoding study.json")?;
-    json.push('\n');
-    std::fs::write(&path, json).context("writing study.json")?;
-    study::write_plots(&result.cells, dir).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
-    let markdown = study::render_markdown(&result, ".").map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::write(dir.join("study.md"), markdown).context("writing study.md")?;
-    if let Some(doc) = doc {
-        write_doc(&result, doc)?;
-    }
+    write_outputs(&result, dir, doc)?;
     println!(
         "study: {} runs re-measured; {}",
         result.runs.len(),
@@ -229,6 +213,21 @@ fn measure_all(
             Ok(study::measure(run, &trace, repetition))
         })
         .collect()
+}
+
+/// study.json, study.md and the plots in the study directory, and the
+/// page with its plots at `doc` too when asked.
+fn write_outputs(result: &StudyResult, dir: &Path, doc: Option<&Path>) -> anyhow::Result<()> {
+    let mut json = serde_json::to_string_pretty(result).context("encoding study.json")?;
+    json.push('\n');
+    std::fs::write(dir.join("study.json"), json).context("writing study.json")?;
+    study::write_plots(&result.cells, dir).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
+    let markdown = study::render_markdown(result, ".").map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(dir.join("study.md"), markdown).context("writing study.md")?;
+    if let Some(doc) = doc {
+        write_doc(result, doc)?;
+    }
+    Ok(())
 }
 
 /// docs/study.md with its plots in docs/study/.
