@@ -207,18 +207,7 @@ mod tests {
 
     #[test]
     fn fault_windows_excuse_but_measure() {
-        // Two of three frozen for 20 s by the harness.
-        let t = static_3()
-            .ev(step_started(1, 3))
-            .ev(fault(FaultKind::FREEZE, 1))
-            .ev(fault(FaultKind::FREEZE, 2))
-            .wait(20_000)
-            .ev(fault(FaultKind::THAW, 1))
-            .ev(fault(FaultKind::THAW, 2))
-            .ev(status(1, "a1", "a0", 2, 9, 2))
-            .ev(step_finished(1, true))
-            .finish();
-        let v = check(&t);
+        let v = check(&static_3_two_frozen_20s());
         assert_passed(&v);
         assert!(v.metrics["unavailable_ms_fault"] >= 20_000.0);
         assert_eq!(v.metrics["unavailable_ms_reconfig"], 0.0);

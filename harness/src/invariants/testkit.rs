@@ -389,6 +389,21 @@ pub fn static_3() -> TB {
         .ev(step_finished(0, true))
 }
 
+/// `static_3`, then a step in which the harness freezes two of the three
+/// members for 20 s and thaws them.
+pub fn static_3_two_frozen_20s() -> Trace {
+    static_3()
+        .ev(step_started(1, 3))
+        .ev(fault(FaultKind::FREEZE, 1))
+        .ev(fault(FaultKind::FREEZE, 2))
+        .wait(20_000)
+        .ev(fault(FaultKind::THAW, 1))
+        .ev(fault(FaultKind::THAW, 2))
+        .ev(status(1, "a1", "a0", 2, 9, 2))
+        .ev(step_finished(1, true))
+        .finish()
+}
+
 /// Asserts a failing verdict with a violation mentioning `needle`.
 pub fn assert_violation(v: &Verdict, needle: &str) {
     let hit = v.violations.iter().find(|x| x.message.contains(needle));

@@ -185,18 +185,7 @@ mod tests {
     /// counts the time without quorum I4 sees there.
     #[test]
     fn time_without_quorum_inside_a_fault_step_counts() {
-        use crate::invariants::testkit::*;
-        use crate::trace::FaultKind;
-        let trace = static_3()
-            .ev(step_started(1, 3))
-            .ev(fault(FaultKind::FREEZE, 1))
-            .ev(fault(FaultKind::FREEZE, 2))
-            .wait(20_000)
-            .ev(fault(FaultKind::THAW, 1))
-            .ev(fault(FaultKind::THAW, 2))
-            .ev(status(1, "a1", "a0", 2, 9, 2))
-            .ev(step_finished(1, true))
-            .finish();
+        let trace = crate::invariants::testkit::static_3_two_frozen_20s();
         let m = measure(&run(), &trace, 1);
         assert!(
             (20_000..21_000).contains(&m.no_quorum_ms),
