@@ -148,7 +148,7 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
             .then(|| TlsMaterial::generate(&tls_dir, &members))
             .transpose()
     };
-    let (substrate, slots, service_ip, service_listener, binary, tls) = match &spec.substrate {
+    let placement = match &spec.substrate {
         SubstrateChoice::Process => {
             // Free addresses are probed, then bound: another process may
             // take one in between. Nothing runs yet, so other addresses
@@ -194,14 +194,14 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
                     Err(e) => return Err(e.into()),
                 }
             };
-            (
-                AnySubstrate::Process(Box::new(substrate)),
+            Placement {
+                substrate: AnySubstrate::Process(Box::new(substrate)),
                 slots,
                 service_ip,
                 service_listener,
-                install.server.display().to_string(),
+                binary: install.server.display().to_string(),
                 tls,
-            )
+            }
         }
         SubstrateChoice::Docker { image } => {
             let client = docker::connect().await?;
@@ -244,17 +244,25 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
             if tls.is_some() {
                 substrate.set_tls_dir(&tls_dir);
             }
-            (
-                AnySubstrate::Docker(Box::new(substrate)),
-                layout.slots,
-                layout.service_ip,
-                crate::sys::HeldListener::default(),
-                docker::engine_path(install.kind).to_string(),
+            Placement {
+                substrate: AnySubstrate::Docker(Box::new(substrate)),
+                slots: layout.slots,
+                service_ip: layout.service_ip,
+                service_listener: crate::sys::HeldListener::default(),
+                binary: docker::engine_path(install.kind).to_string(),
                 tls,
-            )
+            }
         }
         SubstrateChoice::Kube(_) => unreachable!("handled above"),
     };
+    let Placement {
+        substrate,
+        slots,
+        service_ip,
+        service_listener,
+        binary,
+        tls,
+    } = placement;
     let ctx = DeployerContext {
         service_ip: service_ip.clone(),
         service_port: SERVICE_PORT,
@@ -285,4 +293,15 @@ pub(super) async fn prepare(spec: &RunSpec, recorder: &Recorder) -> Result<Ready
         },
         _scratch: Some(scratch),
     })
+}
+
+/// Where a local run's members were placed, and what reaches them.
+struct Placement {
+    substrate: AnySubstrate,
+    slots: Vec<SlotInfo>,
+    service_ip: String,
+    service_listener: crate::sys::HeldListener,
+    /// The engine binary as the members run it.
+    binary: String,
+    tls: Option<TlsMaterial>,
 }
