@@ -1,6 +1,6 @@
 //! `raftcert study --quick` end to end on real etcd: every run measured,
-//! the steady-state hold and the scale steps seen in the numbers, and the
-//! page and plots written.
+//! the steady-state hold and the scale steps seen in the numbers, the page
+//! and plots written, re-measured, and an arm added with `--extend`.
 
 use raftcert::study::{OUTCOMES_SVG, READY_SVG, StudyResult, UNAVAILABILITY_SVG};
 use std::path::PathBuf;
@@ -92,5 +92,55 @@ fn the_quick_study_measures_every_run_and_writes_its_page_and_plots() {
     // Each repetition is an ordinary report directory, timelines included.
     for rep in &result.repetitions {
         assert!(out.join(rep).join("report.html").is_file(), "{rep}");
+    }
+
+    // An arm added later runs the study's scenarios; the first arm's
+    // measures stay as they were.
+    let nothing = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .args(["study", "--extend"])
+        .arg(&out)
+        .output()
+        .expect("run raftcert study --extend");
+    assert_eq!(nothing.status.code(), Some(2), "--extend with no arm");
+    let extended = Command::new(env!("CARGO_BIN_EXE_raftcert"))
+        .args(["study", "--strategy", "learner", "--engine", "etcd@3.6.5"])
+        .args(["--repetitions", "1", "--seed", "8", "--extend"])
+        .arg(&out)
+        .output()
+        .expect("run raftcert study --extend");
+    assert!(
+        extended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extended.stderr)
+    );
+    let grown: StudyResult = serde_json::from_str(
+        &std::fs::read_to_string(out.join("study.json")).expect("study.json extended"),
+    )
+    .expect("an extended study result");
+    assert_eq!(grown.design.arms.len(), 2);
+    assert_eq!(grown.design.repetitions_of(&grown.design.arms[1]), 1);
+    assert_eq!(grown.runs.len(), 16 + 4);
+    assert_eq!(
+        serde_json::to_value(&grown.runs[..16]).expect("encode"),
+        serde_json::to_value(&result.runs).expect("encode")
+    );
+    let learner: Vec<_> = grown
+        .cells
+        .iter()
+        .filter(|c| c.subject == "learner")
+        .collect();
+    assert_eq!(learner.len(), 4);
+    assert!(learner.iter().all(|c| c.runs == 1 && c.ready_s.is_some()));
+    assert!(out.join("rep-1-arm-2").join("results.json").is_file());
+    let page = std::fs::read_to_string(out.join("study.md")).expect("study.md extended");
+    for needle in [
+        "learner on etcd@3.6.5 (1 repetitions)",
+        "| learner@etcd-3.6.5 | scale-out-1-3-5 |",
+        "--extend",
+    ] {
+        assert!(
+            page.contains(needle),
+            "the extended study.md lacks {needle}"
+        );
     }
 }

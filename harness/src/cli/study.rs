@@ -33,6 +33,23 @@ pub struct StudyArgs {
     /// Leave PD out of the full design (it is in when its sources are).
     #[arg(long)]
     no_pd: bool,
+    /// An operator profile directory (repeatable): one more arm, its
+    /// deployment run on Kubernetes (`run --backend kube`).
+    #[arg(long = "profile", value_name = "DIR")]
+    profiles: Vec<PathBuf>,
+    /// With --profile: the cluster's kubeconfig; default: KUBECONFIG or
+    /// ~/.kube/config.
+    #[arg(long, requires = "profiles")]
+    kubeconfig: Option<PathBuf>,
+    /// Only the --profile arms, none of the built-in strategies.
+    #[arg(long, requires = "profiles", conflicts_with = "strategies")]
+    profiles_only: bool,
+    /// Add arms (--strategy with --engine, or --profile) to the study in
+    /// DIR: they run its scenarios, and its page and plots are written
+    /// again over every arm. For arms that need what the others did not
+    /// (a Kubernetes cluster).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "scenarios", "out", "profiles_only"])]
+    extend: Option<PathBuf>,
     /// Study directory; default: raftcert-study/<time>.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -48,7 +65,7 @@ pub struct StudyArgs {
     seed: Option<u64>,
     /// Run nothing: re-measure the traces of a study directory written
     /// before and write its page and plots again (with --doc, there too).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "repetitions", "strategies", "scenarios", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "repetitions", "strategies", "scenarios", "out", "profiles", "extend"])]
     render: Option<PathBuf>,
 }
 
@@ -70,8 +87,13 @@ fn design(args: &StudyArgs) -> Design {
         design.arms = vec![Arm {
             strategies: args.strategies.clone(),
             engines: args.engines.clone(),
+            ..Arm::default()
         }];
     }
+    if args.profiles_only {
+        design.arms.clear();
+    }
+    design.arms.extend(profile_arms(args));
     if !args.scenarios.is_empty() {
         design.scenarios = args.scenarios.clone();
     }
@@ -81,9 +103,19 @@ fn design(args: &StudyArgs) -> Design {
     design
 }
 
+fn profile_arms(args: &StudyArgs) -> Vec<Arm> {
+    args.profiles
+        .iter()
+        .map(|p| Arm::profile(&p.display().to_string()))
+        .collect()
+}
+
 pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.render {
         return render(dir, args.doc.as_deref());
+    }
+    if let Some(dir) = &args.extend {
+        return extend(&args, dir).await;
     }
     let design = design(&args);
     if design.repetitions == 0 {
@@ -99,12 +131,105 @@ pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
     let suite = out.join("study.yaml");
     std::fs::write(&suite, raftcert::scenario::model::STUDY_SUITE)
         .with_context(|| format!("writing {}", suite.display()))?;
+    let ran = run_arms(&args, &design, &design.arms, 0, &out).await?;
+    let cells = study::aggregate(&ran.measures, &design);
+    let result = StudyResult {
+        command: command_line(),
+        design,
+        machine: machine(),
+        started_at,
+        duration_s: started.elapsed().as_secs_f64(),
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        repetitions: ran.directories,
+        runs: ran.measures,
+        cells,
+    };
+    write_outputs(&result, &out, args.doc.as_deref())?;
+    print_summary(&result, &out);
+    // A study measures; runs that fail are part of what it reports.
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs more arms into the study in `dir` and writes it again.
+async fn extend(args: &StudyArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let mut result = load_study(dir)?;
+    let mut arms = Vec::new();
+    if !args.strategies.is_empty() {
+        arms.push(Arm {
+            strategies: args.strategies.clone(),
+            engines: args.engines.clone(),
+            ..Arm::default()
+        });
+    }
+    arms.extend(profile_arms(args));
+    if arms.is_empty() {
+        return Err(bad(
+            "--extend needs the arms to add: --strategy with --engine, or --profile",
+        ));
+    }
+    if let Some(n) = args.repetitions {
+        if n == 0 {
+            return Err(bad("--repetitions must be at least 1"));
+        }
+        for arm in &mut arms {
+            if n != result.design.repetitions {
+                arm.repetitions = Some(n);
+            }
+        }
+    }
+    // The scenarios as the study ran them, from its own copy of the suite.
+    let ran = run_arms(args, &result.design, &arms, result.design.arms.len(), dir).await?;
+    result.design.arms.extend(arms);
+    result.repetitions.extend(ran.directories);
+    result.runs.extend(ran.measures);
+    result.cells = study::aggregate(&result.runs, &result.design);
+    result.duration_s += started.elapsed().as_secs_f64();
+    result.command = format!("{}\n{}", result.command, command_line());
+    write_outputs(&result, dir, args.doc.as_deref())?;
+    print_summary(&result, dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What running some arms of a design produced.
+struct ArmsRun {
+    /// Report directories, relative to the study's.
+    directories: Vec<String>,
+    measures: Vec<study::RunMeasure>,
+}
+
+/// Runs `arms` (numbered from `first_index + 1`) through `raftcert run`,
+/// repetition by repetition, over the design's scenarios and the suite
+/// in `out/study.yaml`.
+async fn run_arms(
+    args: &StudyArgs,
+    design: &Design,
+    arms: &[Arm],
+    first_index: usize,
+    out: &Path,
+) -> anyhow::Result<ArmsRun> {
+    let suite = out.join("study.yaml");
+    if !suite.is_file() {
+        return Err(bad(format!("{}: no study suite", suite.display())));
+    }
     let seed = args.seed.unwrap_or_else(raftcert::util::unique_suffix);
-    let mut measures = Vec::new();
-    let mut repetitions = Vec::new();
-    for repetition in 1..=design.repetitions {
-        for (k, arm) in design.arms.iter().enumerate() {
-            let dir_name = format!("rep-{repetition}-arm-{}", k + 1);
+    let kubeconfig = args.kubeconfig.as_ref().map(|p| p.display().to_string());
+    let most = arms
+        .iter()
+        .map(|arm| design.repetitions_of(arm))
+        .max()
+        .unwrap_or(0);
+    let mut ran = ArmsRun {
+        directories: Vec::new(),
+        measures: Vec::new(),
+    };
+    for repetition in 1..=most {
+        for (k, arm) in arms.iter().enumerate() {
+            let of = design.repetitions_of(arm);
+            if repetition > of {
+                continue;
+            }
+            let dir_name = format!("rep-{repetition}-arm-{}", first_index + k + 1);
             let mut argv: Vec<String> = vec!["run".into(), "--no-tls-pass".into()];
             let mut push = |flag: &str, value: String| {
                 argv.push(flag.to_string());
@@ -119,66 +244,53 @@ pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
             if let Some(jobs) = args.jobs {
                 push("--jobs", jobs.to_string());
             }
-            for s in &arm.strategies {
-                push("--strategy", s.clone());
-            }
-            for e in &arm.engines {
-                push("--engine", e.clone());
-            }
             for s in &design.scenarios {
                 push("--scenario", s.clone());
             }
+            argv.extend(arm.run_arguments(kubeconfig.as_deref()));
             let run_args = AsRun::try_parse_from(&argv)
                 .map_err(|e| bad(format!("the study's run arguments: {e}")))?
                 .run;
-            eprintln!(
-                "study: repetition {repetition} of {}, {} on {}",
-                design.repetitions,
-                arm.strategies.join(", "),
-                arm.engines.join(", ")
-            );
+            eprintln!("study: repetition {repetition} of {of}, {}", arm.describe());
             let done = run_suite(&run_args, |_| out.join(&dir_name)).await?;
             write_report(&done.out, &done.report)?;
-            measures.extend(measure_all(&done.out, &done.report.runs, repetition)?);
-            repetitions.push(dir_name);
+            ran.measures
+                .extend(measure_all(&done.out, &done.report.runs, repetition)?);
+            ran.directories.push(dir_name);
         }
     }
-    let cells = study::aggregate(&measures, &design);
-    let result = StudyResult {
-        command: std::iter::once("raftcert".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
-        design,
-        machine: machine(),
-        started_at,
-        duration_s: started.elapsed().as_secs_f64(),
-        harness_version: env!("CARGO_PKG_VERSION").to_string(),
-        repetitions,
-        runs: measures,
-        cells,
-    };
-    write_outputs(&result, &out, args.doc.as_deref())?;
+    Ok(ran)
+}
+
+fn command_line() -> String {
+    std::iter::once("raftcert".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_summary(result: &StudyResult, dir: &Path) {
     let not_passing = result.runs.iter().filter(|r| r.status != "pass").count();
     println!(
         "study: {} runs ({} not passing) in {:.0} s; {}",
         result.runs.len(),
         not_passing,
         result.duration_s,
-        out.join("study.md").display()
+        dir.join("study.md").display()
     );
-    // A study measures; runs that fail are part of what it reports.
-    Ok(ExitCode::SUCCESS)
+}
+
+fn load_study(dir: &Path) -> anyhow::Result<StudyResult> {
+    let path = dir.join("study.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| bad(format!("{}: not a study: {e}", path.display())))
 }
 
 /// Re-measures a study directory's traces with this build and writes
 /// study.json, study.md and the plots again.
 fn render(dir: &Path, doc: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let path = dir.join("study.json");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-    let mut result: StudyResult = serde_json::from_str(&text)
-        .map_err(|e| bad(format!("{}: not a study: {e}", path.display())))?;
+    let mut result = load_study(dir)?;
     let mut measures = Vec::new();
     for (k, rep_dir) in result.repetitions.iter().enumerate() {
         let report = raftcert::report::load_results(&dir.join(rep_dir).join("results.json"))

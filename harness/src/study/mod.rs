@@ -22,10 +22,71 @@ pub struct Design {
     pub repetitions: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What one `raftcert run` per repetition covers: built-in strategies on
+/// local engines, or an operator profile's deployment on Kubernetes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Arm {
+    #[serde(default)]
     pub strategies: Vec<String>,
+    #[serde(default)]
     pub engines: Vec<String>,
+    /// An operator profile directory (fixtures/operators/<name>), run with
+    /// `--backend kube`: its subject and engine come from the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Repetitions of this arm when not the design's: an arm added to a
+    /// study later (`--extend`) may have its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetitions: Option<u32>,
+}
+
+impl Arm {
+    pub fn strategies(strategies: &[&str], engines: &[&str]) -> Arm {
+        Arm {
+            strategies: strategies.iter().map(|s| s.to_string()).collect(),
+            engines: engines.iter().map(|s| s.to_string()).collect(),
+            ..Arm::default()
+        }
+    }
+
+    pub fn profile(dir: &str) -> Arm {
+        Arm {
+            profile: Some(dir.to_string()),
+            ..Arm::default()
+        }
+    }
+
+    /// The arguments of `raftcert run` that select this arm's subjects,
+    /// engines and substrate.
+    pub fn run_arguments(&self, kubeconfig: Option<&str>) -> Vec<String> {
+        let mut argv = Vec::new();
+        if let Some(profile) = &self.profile {
+            argv.extend(["--backend".to_string(), "kube".into()]);
+            argv.extend(["--profile".to_string(), profile.clone()]);
+            if let Some(kubeconfig) = kubeconfig {
+                argv.extend(["--kubeconfig".to_string(), kubeconfig.to_string()]);
+            }
+        }
+        for s in &self.strategies {
+            argv.extend(["--strategy".to_string(), s.clone()]);
+        }
+        for e in &self.engines {
+            argv.extend(["--engine".to_string(), e.clone()]);
+        }
+        argv
+    }
+
+    /// How the study page names the arm.
+    pub fn describe(&self) -> String {
+        match &self.profile {
+            Some(profile) => format!("operator profile {profile}, on Kubernetes"),
+            None => format!(
+                "{} on {}",
+                self.strategies.join(", "),
+                self.engines.join(", ")
+            ),
+        }
+    }
 }
 
 /// The scenarios whose unavailability is compared across strategies.
@@ -35,17 +96,15 @@ impl Design {
     /// Every correct etcd strategy on two etcd versions, the PD strategies
     /// on PD 8.5.7 when `with_pd`, every scenario, five times.
     pub fn full(with_pd: bool) -> Design {
-        let mut arms = vec![Arm {
-            strategies: ["seed-join", "static", "discovery", "learner"]
-                .map(String::from)
-                .to_vec(),
-            engines: vec!["etcd@3.6.5".into(), "etcd@3.5.1".into()],
-        }];
+        let mut arms = vec![Arm::strategies(
+            &["seed-join", "static", "discovery", "learner"],
+            &["etcd@3.6.5", "etcd@3.5.1"],
+        )];
         if with_pd {
-            arms.push(Arm {
-                strategies: vec!["pd-seed-join".into(), "tidb-v2-static".into()],
-                engines: vec!["pd@8.5.7".into()],
-            });
+            arms.push(Arm::strategies(
+                &["pd-seed-join", "tidb-v2-static"],
+                &["pd@8.5.7"],
+            ));
         }
         Design {
             arms,
@@ -66,13 +125,15 @@ impl Design {
         }
     }
 
+    /// How many times `arm` runs.
+    pub fn repetitions_of(&self, arm: &Arm) -> u32 {
+        arm.repetitions.unwrap_or(self.repetitions)
+    }
+
     /// Two strategies, one etcd version, four scenarios, twice: minutes.
     pub fn quick() -> Design {
         Design {
-            arms: vec![Arm {
-                strategies: vec!["seed-join".into(), "static".into()],
-                engines: vec!["etcd@3.6.5".into()],
-            }],
+            arms: vec![Arm::strategies(&["seed-join", "static"], &["etcd@3.6.5"])],
             scenarios: ["bootstrap-1", "bootstrap-3", "scale-out-1-3-5", "pod-loss"]
                 .map(String::from)
                 .to_vec(),
@@ -279,6 +340,10 @@ pub fn render_markdown(result: &StudyResult, plots: &str) -> Result<String, Stri
     template
         .render(minijinja::value::Serde(serde_json::json!({
             "r": result,
+            "arms": result.design.arms.iter().map(|arm| serde_json::json!({
+                "text": arm.describe(),
+                "repetitions": result.design.repetitions_of(arm),
+            })).collect::<Vec<_>>(),
             "plots": plots,
             "bootstraps": bootstraps,
             "unavailable": unavailable,
@@ -357,6 +422,42 @@ mod tests {
         assert_eq!((static3.runs, static3.passed), (2, 2));
         assert_eq!(static3.ready_s.map(|s| s.mean), Some(2.5));
         assert_eq!(cells[1].violated.get("I4"), Some(&1));
+    }
+
+    /// A strategy arm selects strategies and engines; a profile arm the
+    /// Kubernetes backend, its profile and the cluster.
+    #[test]
+    fn arms_become_the_arguments_of_raftcert_run() {
+        let local = Arm::strategies(&["static"], &["etcd@3.6.5"]);
+        assert_eq!(
+            local.run_arguments(Some("/kc")),
+            ["--strategy", "static", "--engine", "etcd@3.6.5"]
+        );
+        let operator = Arm::profile("fixtures/operators/tidb-operator-v2");
+        assert_eq!(
+            operator.run_arguments(Some("/kc")),
+            [
+                "--backend",
+                "kube",
+                "--profile",
+                "fixtures/operators/tidb-operator-v2",
+                "--kubeconfig",
+                "/kc"
+            ]
+        );
+        assert_eq!(operator.run_arguments(None).len(), 4);
+        let mut design = Design::quick();
+        assert_eq!(design.repetitions_of(&operator), 2);
+        design.arms.push(Arm {
+            repetitions: Some(1),
+            ..operator
+        });
+        assert_eq!(design.repetitions_of(&design.arms[1]), 1);
+        // Arms saved before profiles existed still load.
+        let old: Arm =
+            serde_json::from_str(r#"{"strategies":["static"],"engines":["etcd@3.6.5"]}"#)
+                .expect("an arm without profile");
+        assert!(old.profile.is_none() && old.repetitions.is_none());
     }
 
     #[test]

@@ -117,28 +117,31 @@ fn unavailability(cells: &[Cell], path: &Path) -> PlotResult {
         .iter()
         .flat_map(|a| UNAVAILABILITY_SCENARIOS.iter().filter_map(|s| value(a, s)))
         .fold(1.0, f64::max);
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    // Arms run down the side, bars across: long arm names stay readable.
+    let height = 120 + 44 * arms.len() as u32;
+    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let labels = arms.clone();
+    let row = |i: usize| (arms.len() - 1 - i) as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Unavailability per event (mean seconds without quorum or with writes failing)",
             ("sans-serif", 18),
         )
         .margin(12)
-        .x_label_area_size(70)
-        .y_label_area_size(55)
-        .build_cartesian_2d(-0.5f64..arms.len() as f64 - 0.5, 0f64..max_s * 1.15)
+        .x_label_area_size(40)
+        .y_label_area_size(190)
+        .build_cartesian_2d(0f64..max_s * 1.3, -0.5f64..arms.len() as f64 - 0.5)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .disable_x_mesh()
-        .y_desc("seconds")
-        .x_labels(arms.len().max(1))
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                labels.get(i as usize).cloned().unwrap_or_default()
+        .disable_y_mesh()
+        .x_desc("seconds")
+        .y_labels(arms.len().max(1))
+        .y_label_formatter(&|y| {
+            let i = y.round();
+            if (y - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+                labels[labels.len() - 1 - i as usize].clone()
             } else {
                 String::new()
             }
@@ -153,9 +156,10 @@ fn unavailability(cells: &[Cell], path: &Path) -> PlotResult {
             .enumerate()
             .filter_map(|(i, arm)| {
                 let v = value(arm, scenario)?;
-                let x0 = i as f64 - 0.4 + k as f64 * width;
+                // Within an arm's row, the first scenario on top.
+                let top = row(i) + 0.4 - k as f64 * width;
                 Some(Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.9, v)],
+                    [(0.0, top - width * 0.9), (v, top)],
                     c.filled(),
                 ))
             })
@@ -168,7 +172,7 @@ fn unavailability(cells: &[Cell], path: &Path) -> PlotResult {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
