@@ -3,6 +3,7 @@
 use super::bad;
 use anyhow::Context;
 use raftcert::report;
+use raftcert::report::html::TraceLinks;
 use raftcert::report::recheck::{Ending, TraceCheck, recheck_report};
 use raftcert::trace::read_trace;
 use std::path::Path;
@@ -15,7 +16,13 @@ pub fn check(path: &Path, html: Option<&Path>) -> anyhow::Result<ExitCode> {
             .context("creating a temporary directory")?;
         let root = bundle::unpack(path, scratch.path()).map_err(|e| bad(e.to_string()))?;
         let code = check_bundle(&root)?;
-        write_dir_html(&root, html)?;
+        // The unpacked copy goes when check ends: name the traces in the
+        // archive instead of linking into it.
+        let archive = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        write_dir_html(&root, html, &TraceLinks::InArchive(archive))?;
         return Ok(code);
     }
     if path.is_dir() {
@@ -24,12 +31,14 @@ pub fn check(path: &Path, html: Option<&Path>) -> anyhow::Result<ExitCode> {
         } else {
             check_report_dir(path)?
         };
-        write_dir_html(path, html)?;
+        write_dir_html(path, html, &links_from(path, html))?;
         return Ok(code);
     }
     let trace = read_trace(path).map_err(|e| bad(e.to_string()))?;
     if let Some(out) = html {
-        let page = report::html::render_trace(&trace, &path.display().to_string())
+        // The page may be written anywhere: link the trace by its full path.
+        let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let page = report::html::render_trace(&trace, &source.display().to_string())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         write_page(out, &page)?;
     }
@@ -131,15 +140,29 @@ fn check_bundle(dir: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Trace links of a page for the report directory `dir` written to `out`:
+/// relative when the page lies in `dir`, else into `dir` by its full path.
+fn links_from(dir: &Path, out: Option<&Path>) -> TraceLinks {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let beside = out
+        .and_then(|o| absolute(o).parent().map(Path::to_path_buf))
+        .is_some_and(|parent| parent == absolute(dir));
+    if beside {
+        TraceLinks::Relative
+    } else {
+        TraceLinks::Under(absolute(dir))
+    }
+}
+
 /// report.html for a report directory or unpacked bundle, written to `out`.
-fn write_dir_html(dir: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+fn write_dir_html(dir: &Path, out: Option<&Path>, links: &TraceLinks) -> anyhow::Result<()> {
     let Some(out) = out else {
         return Ok(());
     };
     let results =
         report::load_results(&dir.join(report::RESULTS_FILE)).map_err(|e| bad(e.to_string()))?;
-    let page =
-        report::html::render_report_dir(&results, dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let page = report::html::render_report_dir(&results, dir, links)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     write_page(out, &page)
 }
 

@@ -5,7 +5,7 @@ use super::timeline::{Timeline, timeline};
 use super::{ReportError, RunResult, RunStatus, SuiteReport, Totals, group_by, one_line, secs};
 use crate::trace::{Trace, read_trace};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const HTML_FILE: &str = "report.html";
 
@@ -23,9 +23,39 @@ pub fn run_anchor(run_id: &str) -> String {
     format!("run-{safe}")
 }
 
+/// Where a page's trace links lead.
+#[derive(Debug, Clone)]
+pub enum TraceLinks {
+    /// The page is in the report directory: the runs' relative paths.
+    Relative,
+    /// The page is elsewhere: paths under this (absolute) directory.
+    Under(PathBuf),
+    /// The traces are in this archive, which a page cannot open: each
+    /// trace's path is shown, not linked (the marks still show each line).
+    InArchive(String),
+}
+
+impl TraceLinks {
+    /// The link target, if any, and the text of a run's trace reference.
+    fn of(&self, trace: &str) -> (Option<String>, String) {
+        match self {
+            TraceLinks::Relative => (Some(trace.to_string()), trace.to_string()),
+            TraceLinks::Under(dir) => {
+                let path = dir.join(trace).display().to_string();
+                (Some(path.clone()), path)
+            }
+            TraceLinks::InArchive(archive) => (None, format!("{trace} in {archive}")),
+        }
+    }
+}
+
 /// report.html for a report whose traces lie under `dir` (a run's trace
 /// path is relative to it).
-pub fn render_report_dir(report: &SuiteReport, dir: &Path) -> Result<String, ReportError> {
+pub fn render_report_dir(
+    report: &SuiteReport,
+    dir: &Path,
+    links: &TraceLinks,
+) -> Result<String, ReportError> {
     let runs = report
         .runs
         .iter()
@@ -35,7 +65,7 @@ pub fn render_report_dir(report: &SuiteReport, dir: &Path) -> Result<String, Rep
             (run.clone(), trace)
         })
         .collect();
-    render(&Header::of(report), runs)
+    render(&Header::of(report), runs, links)
 }
 
 /// A page for one saved trace, judged now.
@@ -55,7 +85,11 @@ pub fn render_trace(trace: &Trace, source: &str) -> Result<String, ReportError> 
         duration: secs(run.duration_ms),
         totals: Totals::of([&run]).into(),
     };
-    render(&header, vec![(run, Ok(trace.clone()))])
+    render(
+        &header,
+        vec![(run, Ok(trace.clone()))],
+        &TraceLinks::Relative,
+    )
 }
 
 #[derive(Serialize)]
@@ -135,7 +169,9 @@ struct RunView {
     headline: Option<String>,
     duration: String,
     ready: Option<String>,
+    /// How the trace is named, and its link when the page can reach it.
     trace: String,
+    trace_href: Option<String>,
     verdicts: Vec<VerdictView>,
     timeline: Option<Timeline>,
     trace_error: Option<String>,
@@ -160,6 +196,7 @@ fn status_class(status: RunStatus) -> &'static str {
 fn render(
     header: &Header,
     runs: Vec<(RunResult, Result<Trace, String>)>,
+    links: &TraceLinks,
 ) -> Result<String, ReportError> {
     let results: Vec<RunResult> = runs.iter().map(|(r, _)| r.clone()).collect();
     let columns: Vec<String> = group_by(&results, RunResult::column_label)
@@ -219,6 +256,7 @@ fn render(
                 Ok(trace) => (Some(timeline(trace, &run.verdicts)), None),
                 Err(e) => (None, Some(e.clone())),
             };
+            let (trace_href, trace_text) = links.of(&run.trace);
             RunView {
                 anchor: run_anchor(&run.run_id),
                 scenario: run.scenario.clone(),
@@ -228,7 +266,8 @@ fn render(
                 headline: run.headline(),
                 duration: secs(run.duration_ms),
                 ready: run.ready_ms.map(secs),
-                trace: run.trace.clone(),
+                trace: trace_text,
+                trace_href,
                 verdicts,
                 timeline,
                 trace_error,
@@ -250,4 +289,28 @@ fn render(
             "runs": runs,
         })))
         .map_err(|e| ReportError::Html(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceLinks;
+    use std::path::PathBuf;
+
+    /// A page beside its traces links them relatively, one elsewhere by
+    /// full path, and one from an archive names them without a link.
+    #[test]
+    fn trace_links_follow_where_the_page_and_the_traces_are() {
+        let trace = "runs/r1/trace.jsonl";
+        assert_eq!(
+            TraceLinks::Relative.of(trace),
+            (Some(trace.to_string()), trace.to_string())
+        );
+        let under = TraceLinks::Under(PathBuf::from("/srv/report")).of(trace);
+        assert_eq!(under.0.as_deref(), Some("/srv/report/runs/r1/trace.jsonl"));
+        let archived = TraceLinks::InArchive("cert.tar.gz".into()).of(trace);
+        assert_eq!(
+            archived,
+            (None, "runs/r1/trace.jsonl in cert.tar.gz".into())
+        );
+    }
 }

@@ -133,7 +133,7 @@ pub fn write_all(dir: &Path, report: &SuiteReport) -> Result<(), ReportError> {
     json.push('\n');
     let junit = render_junit(report)?;
     let markdown = render_markdown(report);
-    let html = html::render_report_dir(report, dir)?;
+    let html = html::render_report_dir(report, dir, &html::TraceLinks::Relative)?;
     for (name, body) in [
         (RESULTS_FILE, json),
         (JUNIT_FILE, junit),
