@@ -57,7 +57,7 @@ pub struct Target {
     /// outlives restarts of the member container.
     sandbox_pid: u32,
     /// The member container's first process.
-    container_pid: u32,
+    container_pid: Option<u32>,
 }
 
 impl Target {
@@ -139,12 +139,21 @@ impl NodeAccess {
 
     /// The nodes whose container runtime lacks `image`.
     pub async fn nodes_without(&self, image: &str) -> Vec<String> {
+        // A rebuilt image keeps its tag: a node that holds an older build
+        // under it lacks the image as well.
+        let local = docker(&["image", "inspect", "--format", "{{.Id}}", image])
+            .await
+            .ok()
+            .map(|id| id.trim().to_string());
         let mut missing = Vec::new();
         for node in &self.nodes {
-            if docker(&["exec", node, "crictl", "inspecti", "-q", image])
-                .await
-                .is_err()
-            {
+            let held = docker(&["exec", node, "crictl", "inspecti", "-o", "json", image]).await;
+            let current = match (held, &local) {
+                (Err(_), _) => false,
+                (Ok(_), None) => true,
+                (Ok(json), Some(id)) => crictl_image_id(&json).as_deref() == Some(id.as_str()),
+            };
+            if !current {
                 missing.push(node.clone());
             }
         }
@@ -238,8 +247,9 @@ impl NodeAccess {
                 .filter(|pid| *pid > 0)
                 .map(|pid| pid as u32)
         };
-        let container_pid =
-            pid(&container_info).ok_or_else(|| unreachable("its container runs no process"))?;
+        // None while the container restarts: its network namespace, the
+        // sandbox's, can still be cut off; only a freeze needs a process.
+        let container_pid = pid(&container_info);
         let sandbox_id = container_info
             .pointer("/info/sandboxID")
             .and_then(|s| s.as_str())
@@ -270,7 +280,12 @@ impl NodeAccess {
     }
 
     async fn signal(&self, target: &Target, signal: &str) -> Result<(), KubeError> {
-        let pid = target.container_pid.to_string();
+        let pid = target
+            .container_pid
+            .ok_or_else(|| {
+                KubeError::Unsupported(format!("pod {}: its container runs no process", target.pod))
+            })?
+            .to_string();
         docker(&[
             "exec",
             &target.node,
@@ -422,6 +437,16 @@ impl HeldFaults {
 }
 
 /// Runs the docker CLI; its stdout, or its stderr as the error.
+/// The image ID in `crictl inspecti -o json` output (`status.id`), as
+/// `docker image inspect` gives it for an image kind loaded.
+fn crictl_image_id(json: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    value
+        .pointer("/status/id")
+        .and_then(|id| id.as_str())
+        .map(str::to_string)
+}
+
 async fn docker(args: &[&str]) -> Result<String, String> {
     let run = tokio::process::Command::new("docker")
         .args(args)
@@ -440,5 +465,18 @@ async fn docker(args: &[&str]) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crictl_image_id;
+
+    #[test]
+    fn the_image_id_is_read_from_crictl_json() {
+        let json = r#"{"status":{"id":"sha256:d767","repoTags":["docker.io/raftcert/pd-shell:v8.5.7"]},"info":{}}"#;
+        assert_eq!(crictl_image_id(json).as_deref(), Some("sha256:d767"));
+        assert_eq!(crictl_image_id("{}"), None);
+        assert_eq!(crictl_image_id("not json"), None);
     }
 }
