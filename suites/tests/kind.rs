@@ -9,7 +9,7 @@ use raftcert_suites::{
     an_image_that_cannot_be_pulled_is_an_environment_error, coreos_operator_profile_checks,
     ensure_docker, etcd_io_operator_profile_checks, interrupted_certification_keeps_its_report,
     node_fault_checks, repo_root, static_statefulset_profile_checks,
-    tidb_operator_v2_profile_checks,
+    tidb_operator_v1_profile_checks, tidb_operator_v2_profile_checks,
 };
 use std::path::Path;
 use std::process::Command;
@@ -182,6 +182,18 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
         "ci/kind/build-tidb-operator-images",
     ) {
         tidb_operator_v2_profile_checks(&cluster.kubeconfig).await;
+    }
+
+    // tidb-operator v1.6.6 (PD), where ci/kind/build-tidb-operator-images
+    // built its images and manifest on this machine.
+    if operator_built(
+        "tidb-operator v1",
+        &["raftcert/tidb-operator:v1.6.6", "raftcert/pd-shell:v8.5.7"],
+        "operators/tidb-operator-v1.6.6/install.yaml",
+        "about 4 min, from ../shared/sources",
+        "ci/kind/build-tidb-operator-images",
+    ) {
+        tidb_operator_v1_profile_checks(&cluster.kubeconfig).await;
     }
 
     // coreos/etcd-operator, where its images were built on this machine.
