@@ -240,6 +240,14 @@ fn certify_without_a_subject_is_bad_input() {
     "I5,I6,C1"
 )]
 #[case::tidb_operator_v2("tidb-operator-v2.0.1-kind-v1.34.4.tar.gz", 130, 19, 3, "I1,I6,I9,C1")]
+#[case::tidb_operator_v1("tidb-operator-v1.6.6-kind-v1.34.4.tar.gz", 142, 19, 4, "I4,I6,I9,C1")]
+#[case::tidb_operator_v1_pd_26(
+    "tidb-operator-v1.6.6-pd-v26.3.4-kind-v1.34.4.tar.gz",
+    146,
+    19,
+    4,
+    "I6,I9,C1"
+)]
 fn the_committed_kubernetes_findings_bundles_recheck_offline(
     #[case] file: &str,
     #[case] sealed: usize,
@@ -280,10 +288,10 @@ fn the_committed_kubernetes_findings_bundles_recheck_offline(
     }
 }
 
-/// The traces behind docs/findings.md sections 5 to 8 re-check offline to
+/// The traces behind docs/findings.md sections 5 to 9 re-check offline to
 /// exactly the invariants the findings name (exit 1). The engine bugs of
 /// sections 5 and 7 are named as such; section 8's is not recognised from
-/// a trace (its evidence is in PD's log), and the v1 model's second genesis
+/// a trace (its evidence is in PD's log), and tidb-operator v1's second genesis (modelled, and on kind)
 /// is no engine bug.
 #[rstest::rstest]
 #[case::pd_26_joiner_lost_seed(
@@ -299,6 +307,11 @@ fn the_committed_kubernetes_findings_bundles_recheck_offline(
 #[case::pd_26_leader_serves_without_tso("pd-v26.3.4-leader-serves-without-tso", "C1", None)]
 #[case::tidb_v1_model_second_genesis(
     "tidb-v1-discovery-model-volume-loss-replicas-1",
+    "I1 I6 P1 D1 C1",
+    None
+)]
+#[case::tidb_operator_v1_on_kind_second_genesis(
+    "tidb-operator-v1.6.6-kind-volume-loss-replicas-1",
     "I1 I6 P1 D1 C1",
     None
 )]
