@@ -37,7 +37,7 @@ pub fn check(path: &Path, html: Option<&Path>) -> anyhow::Result<ExitCode> {
     let trace = read_trace(path).map_err(|e| bad(e.to_string()))?;
     if let Some(out) = html {
         // The page may be written anywhere: link the trace by its full path.
-        let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let source = absolute(path);
         let page = report::html::render_trace(&trace, &source.display().to_string())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         write_page(out, &page)?;
@@ -140,10 +140,14 @@ fn check_bundle(dir: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `path` made absolute against the working directory, as given if that fails.
+fn absolute(path: &Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Trace links of a page for the report directory `dir` written to `out`:
 /// relative when the page lies in `dir`, else into `dir` by its full path.
 fn links_from(dir: &Path, out: Option<&Path>) -> TraceLinks {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let beside = out
         .and_then(|o| absolute(o).parent().map(Path::to_path_buf))
         .is_some_and(|parent| parent == absolute(dir));

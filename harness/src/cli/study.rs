@@ -83,12 +83,8 @@ fn design(args: &StudyArgs) -> Design {
         let sources = raftcert::engine::gobuild::sources_dir();
         Design::full(!args.no_pd && sources.join("pd-v8.5.7.tar.gz").is_file())
     };
-    if !args.strategies.is_empty() {
-        design.arms = vec![Arm {
-            strategies: args.strategies.clone(),
-            engines: args.engines.clone(),
-            ..Arm::default()
-        }];
+    if let Some(arm) = strategy_arm(args) {
+        design.arms = vec![arm];
     }
     if args.profiles_only {
         design.arms.clear();
@@ -101,6 +97,15 @@ fn design(args: &StudyArgs) -> Design {
         design.repetitions = n;
     }
     design
+}
+
+/// The arm that --strategy and --engine name, if any.
+fn strategy_arm(args: &StudyArgs) -> Option<Arm> {
+    (!args.strategies.is_empty()).then(|| Arm {
+        strategies: args.strategies.clone(),
+        engines: args.engines.clone(),
+        ..Arm::default()
+    })
 }
 
 fn profile_arms(args: &StudyArgs) -> Vec<Arm> {
@@ -154,14 +159,7 @@ pub async fn study(args: StudyArgs) -> anyhow::Result<ExitCode> {
 async fn extend(args: &StudyArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let mut result = load_study(dir)?;
-    let mut arms = Vec::new();
-    if !args.strategies.is_empty() {
-        arms.push(Arm {
-            strategies: args.strategies.clone(),
-            engines: args.engines.clone(),
-            ..Arm::default()
-        });
-    }
+    let mut arms: Vec<Arm> = strategy_arm(args).into_iter().collect();
     arms.extend(profile_arms(args));
     if arms.is_empty() {
         return Err(bad(
