@@ -43,6 +43,8 @@ registry! {
     crash_deployer::CrashDeployer,
     delay::Delay,
     stall::Stall,
+    stop_node::StopNode,
+    drain_node::DrainNode,
 }
 
 /// The fault a suite key (or one of its aliases) names.
@@ -174,6 +176,10 @@ pub enum Primitive {
     Delay,
     /// Restart the reconciler (deployer process or operator pods).
     CrashSubject,
+    /// Stop the node a member runs on, later start it again.
+    StopNode,
+    /// Cordon and drain the node a member runs on, later uncordon it.
+    DrainNode,
 }
 
 impl Primitive {
@@ -188,7 +194,14 @@ impl Primitive {
             Primitive::Cut => "cut",
             Primitive::Delay => "delay",
             Primitive::CrashSubject => "crash-subject",
+            Primitive::StopNode => "stop-node",
+            Primitive::DrainNode => "drain-node",
         }
+    }
+
+    /// Whether it acts on a whole node (every pod there, of every run).
+    pub fn acts_on_a_node(self) -> bool {
+        matches!(self, Primitive::StopNode | Primitive::DrainNode)
     }
 }
 
@@ -233,6 +246,13 @@ pub enum Op {
         duration: Duration,
     },
     CrashSubject,
+    /// Stop the node `member` runs on; `StartNode` starts that node again.
+    StopNode(String),
+    StartNode(String),
+    /// Cordon and drain the node `member` runs on; `UncordonNode` lets it
+    /// take pods again.
+    DrainNode(String),
+    UncordonNode(String),
 }
 
 impl Op {
@@ -250,7 +270,14 @@ impl Op {
             Op::Delay { .. } => Some(Primitive::Delay),
             Op::Stall { .. } => Some(Primitive::Freeze),
             Op::CrashSubject => Some(Primitive::CrashSubject),
-            Op::Thaw(_) | Op::Reconnect(_) | Op::Heal | Op::Undelay { .. } => None,
+            Op::StopNode(_) => Some(Primitive::StopNode),
+            Op::DrainNode(_) => Some(Primitive::DrainNode),
+            Op::Thaw(_)
+            | Op::Reconnect(_)
+            | Op::Heal
+            | Op::Undelay { .. }
+            | Op::StartNode(_)
+            | Op::UncordonNode(_) => None,
         }
     }
 
@@ -265,6 +292,10 @@ impl Op {
             | Op::Thaw(s)
             | Op::Disconnect(s)
             | Op::Reconnect(s)
+            | Op::StopNode(s)
+            | Op::StartNode(s)
+            | Op::DrainNode(s)
+            | Op::UncordonNode(s)
             | Op::Delay { slot: s, .. }
             | Op::Undelay { slot: s } => Some(s),
             Op::Cut { .. } | Op::Heal | Op::CrashSubject | Op::Stall { .. } => None,
@@ -288,6 +319,10 @@ impl Op {
             Op::Undelay { .. } => FaultKind::UNDELAY,
             Op::Stall { .. } => FaultKind::STALL,
             Op::CrashSubject => FaultKind::CRASH_DEPLOYER,
+            Op::StopNode(_) => FaultKind::STOP_NODE,
+            Op::StartNode(_) => FaultKind::START_NODE,
+            Op::DrainNode(_) => FaultKind::DRAIN_NODE,
+            Op::UncordonNode(_) => FaultKind::UNCORDON_NODE,
         }
     }
 
@@ -296,7 +331,12 @@ impl Op {
     pub fn replaces_member(&self) -> bool {
         matches!(
             self,
-            Op::Kill(_) | Op::Stop(_) | Op::DeletePod(_) | Op::LoseVolume(_)
+            Op::Kill(_)
+                | Op::Stop(_)
+                | Op::DeletePod(_)
+                | Op::LoseVolume(_)
+                | Op::StopNode(_)
+                | Op::DrainNode(_)
         )
     }
 }

@@ -1201,6 +1201,12 @@ impl Substrate for DockerSubstrate {
                     substrate: "docker",
                 });
             }
+            Op::StopNode(_) | Op::StartNode(_) | Op::DrainNode(_) | Op::UncordonNode(_) => {
+                return Err(SubstrateError::Unsupported {
+                    op: "a node fault",
+                    substrate: "docker",
+                });
+            }
         }
         Ok(())
     }

@@ -265,6 +265,10 @@ const NO_NETEM: &str = "link delay is done by raftcert's proxies, which only the
     has; containers and pods would need the kernel's netem qdisc, which the machines this \
     project runs on lack (CONFIG_NET_SCH_NETEM is not set)";
 
+/// Why only Kubernetes stops and drains nodes.
+const NO_NODES: &str = "a node fault needs the nodes of a Kubernetes cluster: local members \
+    share this machine";
+
 /// Where the members of a run live, chosen before the run.
 #[derive(Clone, Default)]
 pub enum SubstrateChoice {
@@ -291,6 +295,9 @@ impl SubstrateChoice {
     /// Every "not covered" a run reports comes from here.
     pub fn offers(&self, primitive: Primitive) -> Result<(), String> {
         match self {
+            _ if primitive.acts_on_a_node() && !matches!(self, SubstrateChoice::Kube(_)) => {
+                Err(NO_NODES.to_string())
+            }
             // The proxies in front of every member host every network fault.
             SubstrateChoice::Process => Ok(()),
             SubstrateChoice::Docker { .. } if primitive == Primitive::Delay => {
@@ -304,16 +311,16 @@ impl SubstrateChoice {
 
     /// Whether a run of `scenario` here disturbs the runs beside it, so
     /// that it must run alone: on Kubernetes, one that crashes an operator
-    /// every run shares.
+    /// every run shares, or stops or drains a node.
     pub fn disturbs_other_runs(&self, scenario: &crate::scenario::Scenario) -> bool {
         match self {
-            SubstrateChoice::Kube(target) => {
-                target.profile.operator_is_shared()
-                    && scenario
-                        .faults()
-                        .iter()
-                        .any(|fault| fault.primitives().contains(&Primitive::CrashSubject))
-            }
+            SubstrateChoice::Kube(target) => scenario.faults().iter().any(|fault| {
+                fault.primitives().iter().any(|primitive| {
+                    primitive.acts_on_a_node()
+                        || (*primitive == Primitive::CrashSubject
+                            && target.profile.operator_is_shared())
+                })
+            }),
             SubstrateChoice::Process | SubstrateChoice::Docker { .. } => false,
         }
     }

@@ -91,6 +91,12 @@ impl FaultKind {
     pub const UNDELAY: FaultKind = FaultKind::new("undelay");
     /// A freeze armed for a member's next start or the next member added.
     pub const STALL: FaultKind = FaultKind::new("stall");
+    /// The node of the member's pod stopped, and started again.
+    pub const STOP_NODE: FaultKind = FaultKind::new("stop-node");
+    pub const START_NODE: FaultKind = FaultKind::new("start-node");
+    /// The node of the member's pod cordoned and drained, and uncordoned.
+    pub const DRAIN_NODE: FaultKind = FaultKind::new("drain-node");
+    pub const UNCORDON_NODE: FaultKind = FaultKind::new("uncordon-node");
 
     pub const fn new(name: &'static str) -> Self {
         FaultKind(std::borrow::Cow::Borrowed(name))

@@ -6,6 +6,7 @@
 
 pub(crate) mod api;
 mod apply;
+mod node_faults;
 pub mod nodes;
 mod observe;
 pub mod profile;
@@ -19,6 +20,7 @@ use api::Removal;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Config};
+use node_faults::NodeFaults;
 use nodes::{HeldFaults, HeldKind, NodeAccess};
 use observe::{DataState, EnvProblems, PodViews};
 use profile::{KubeFault, Profile};
@@ -82,6 +84,8 @@ pub struct KubeTarget {
     pub server: String,
     /// How faults below the API reach members, or why they cannot.
     pub nodes: Result<NodeAccess, String>,
+    /// The nodes without the control-plane role, where node faults may act.
+    pub workers: Vec<String>,
 }
 
 impl KubeTarget {
@@ -93,12 +97,14 @@ impl KubeTarget {
         let (client, config) = connect(kubeconfig).await?;
         let server = server_version(&client).await?;
         let nodes = NodeAccess::probe(&client).await;
+        let workers = NodeAccess::workers(&client).await?;
         Ok(KubeTarget {
             client,
             config,
             profile,
             server,
             nodes,
+            workers,
         })
     }
 
@@ -114,6 +120,14 @@ impl KubeTarget {
                 fault.name()
             ));
         }
+        if fault.acts_on_a_node() && self.workers.len() < MIN_WORKERS_FOR_NODE_FAULTS {
+            return Err(format!(
+                "{} needs at least {MIN_WORKERS_FOR_NODE_FAULTS} worker nodes (the cluster has {}), \
+                 so that the other members run on while one node is away: kind-config/ci-1cp-3workers.yaml",
+                fault.name(),
+                self.workers.len()
+            ));
+        }
         match &self.nodes {
             Err(why) if fault.needs_nodes() => {
                 Err(format!("{} needs access to the nodes: {why}", fault.name()))
@@ -123,8 +137,9 @@ impl KubeTarget {
     }
 
     /// How many runs the cluster holds at once: one per allocatable CPU of
-    /// its schedulable nodes, plus one (runs mostly wait on reconcile
-    /// ticks), at most [`MAX_PARALLEL_RUNS`]; 1 when the nodes say nothing.
+    /// its schedulable nodes (on kind, at most this machine's), plus one
+    /// (runs mostly wait on reconcile ticks), at most
+    /// [`MAX_PARALLEL_RUNS`]; 1 when the nodes say nothing.
     pub async fn parallel_runs(&self) -> Result<usize, KubeError> {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
         let cpus: f64 = nodes
@@ -142,6 +157,12 @@ impl KubeTarget {
             .filter_map(|node| node.status.as_ref()?.allocatable.as_ref()?.get("cpu"))
             .filter_map(|quantity| cpu_cores(&quantity.0))
             .sum();
+        // kind's nodes are containers of this machine: each reports all of
+        // its CPUs, which they share.
+        let cpus = match (&self.nodes, std::thread::available_parallelism()) {
+            (Ok(_), Ok(host)) => cpus.min(host.get() as f64),
+            _ => cpus,
+        };
         Ok(runs_for_cpus(cpus))
     }
 
@@ -204,13 +225,17 @@ impl KubeTarget {
     pub fn node_faults(&self) -> String {
         match &self.nodes {
             Ok(access) => format!(
-                "through the nodes of kind cluster {}: blackhole routes in the member pod's network namespace, SIGSTOP/SIGCONT to its container's processes",
-                access.cluster
+                "through the nodes of kind cluster {}: blackhole routes in the member pod's network namespace, SIGSTOP/SIGCONT to its container's processes; worker nodes stopped and started with docker ({} workers)",
+                access.cluster,
+                self.workers.len()
             ),
             Err(why) => format!("not available: {why}"),
         }
     }
 }
+
+/// Worker nodes a node fault needs: one to take away, and room elsewhere.
+const MIN_WORKERS_FOR_NODE_FAULTS: usize = 2;
 
 /// The most runs the cluster-capacity default allows at once.
 pub const MAX_PARALLEL_RUNS: usize = 8;
@@ -314,6 +339,7 @@ pub struct KubeSubstrate {
     problems: EnvProblems,
     tasks: Vec<JoinHandle<()>>,
     held: HeldFaults,
+    node_faults: NodeFaults,
     logs_dir: PathBuf,
     shut_down: bool,
 }
@@ -364,6 +390,10 @@ impl KubeSubstrate {
             })?,
         );
         crate::sys::reaper::register_hook("kube", delete_live_namespaces_blocking);
+        crate::sys::reaper::register_hook(
+            "kube-nodes",
+            node_faults::release_live_node_changes_blocking,
+        );
         if let Ok(mut live) = LIVE_NAMESPACES.lock() {
             live.push((target.config.clone(), namespace.clone()));
         }
@@ -384,6 +414,7 @@ impl KubeSubstrate {
             problems: problems.clone(),
             tasks: Vec::new(),
             held: HeldFaults::default(),
+            node_faults: NodeFaults::default(),
             logs_dir: logs_dir.to_path_buf(),
             shut_down: false,
         };
@@ -521,15 +552,25 @@ impl KubeSubstrate {
             Op::Stall { .. } => Err(KubeError::Unsupported(
                 "a stall is armed by the driver".into(),
             )),
+            Op::StopNode(pod) => {
+                let pods: Api<Pod> = Api::namespaced(self.target.client.clone(), &self.namespace);
+                self.node_faults.stop(&self.target, &pods, pod).await
+            }
+            Op::StartNode(pod) => self.node_faults.start(&self.target, pod).await,
+            Op::DrainNode(pod) => {
+                let pods: Api<Pod> = Api::namespaced(self.target.client.clone(), &self.namespace);
+                self.node_faults.drain(&self.target, &pods, pod).await
+            }
+            Op::UncordonNode(pod) => self.node_faults.uncordon(&self.target, pod).await,
         }
     }
 
     /// Takes back every fault still held below the API.
     async fn release_all(&mut self) -> Result<(), KubeError> {
+        let mut first_error = self.node_faults.release_all(&self.target).await.err();
         let Ok(nodes) = self.nodes().cloned() else {
-            return Ok(());
+            return first_error.map_or(Ok(()), Err);
         };
-        let mut first_error = None;
         for kind in [HeldKind::Freeze, HeldKind::Disconnect, HeldKind::Cut] {
             if let Err(e) = self.held.undo(&nodes, kind, None).await {
                 first_error.get_or_insert(e);
@@ -639,6 +680,18 @@ impl Substrate for KubeSubstrate {
             .map(|(pod, _)| pod.clone())
             .collect();
         let problems = self.problems.lock().ok()?;
+        // A node taken away leaves pods bound to it unschedulable.
+        let placement_from = self.node_faults.placement_counts_from();
+        let lasted = |p: &observe::EnvProblem| {
+            if !p.is_placement() {
+                return Some(p.since.elapsed());
+            }
+            let since = match placement_from? {
+                Some(released) => p.since.max(released),
+                None => p.since,
+            };
+            Some(since.elapsed())
+        };
         problems
             .iter()
             .filter(|(key, _)| {
@@ -646,12 +699,16 @@ impl Substrate for KubeSubstrate {
                 self.book.contains(pod) && !(source == "mount" && running.iter().any(|r| r == pod))
             })
             .map(|(_, p)| p)
-            .find(|p| p.since.elapsed() >= p.grace)
-            .map(|p| {
+            .find_map(|p| {
+                lasted(p)
+                    .filter(|lasted| *lasted >= p.grace)
+                    .map(|l| (p, l))
+            })
+            .map(|(p, lasted)| {
                 format!(
                     "{} (for {:.0}s; the cluster's, not the operator's)",
                     p.what,
-                    p.since.elapsed().as_secs_f64()
+                    lasted.as_secs_f64()
                 )
             })
     }
@@ -700,7 +757,11 @@ impl Drop for KubeSubstrate {
             task.abort();
         }
         // A run dropped mid-way (Ctrl-C, a panic) leaves its namespace to
-        // the reaper's hook, which finds it in the live list.
+        // the reaper's hook, which finds it in the live list; a node it
+        // stopped or cordoned cannot wait that long (other runs need it).
+        if !self.shut_down && self.node_faults.any_held() {
+            node_faults::release_live_node_changes_blocking();
+        }
     }
 }
 

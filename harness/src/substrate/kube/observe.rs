@@ -47,6 +47,14 @@ pub struct EnvProblem {
     pub grace: std::time::Duration,
 }
 
+impl EnvProblem {
+    /// Whether it is about where the pod runs (scheduling, mounting), not
+    /// what it runs.
+    pub fn is_placement(&self) -> bool {
+        self.grace == PLACEMENT_GRACE
+    }
+}
+
 /// Container waiting reasons no operator can fix: the image or the pod's
 /// own configuration is missing. Without a registry they never clear.
 const IMAGE_OR_CONFIG: &[&str] = &[

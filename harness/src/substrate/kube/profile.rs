@@ -116,6 +116,11 @@ pub enum KubeFault {
     Freeze,
     /// Drop everything a member sends off its pod for a while.
     Disconnect,
+    /// Stop the worker node a member runs on (its kind node container),
+    /// then start it again.
+    StopNode,
+    /// Cordon and drain the worker node a member runs on, then uncordon it.
+    DrainNode,
 }
 
 impl KubeFault {
@@ -132,6 +137,8 @@ impl KubeFault {
             Primitive::Disconnect => KubeFault::Disconnect,
             Primitive::Cut => KubeFault::Partition,
             Primitive::CrashSubject => KubeFault::CrashOperator,
+            Primitive::StopNode => KubeFault::StopNode,
+            Primitive::DrainNode => KubeFault::DrainNode,
             Primitive::Delay => return None,
         })
     }
@@ -146,14 +153,21 @@ impl KubeFault {
             KubeFault::Partition => "partition",
             KubeFault::Freeze => "freeze",
             KubeFault::Disconnect => "disconnect",
+            KubeFault::StopNode => "stop-node",
+            KubeFault::DrainNode => "drain-node",
         }
+    }
+
+    /// Whether it takes a whole node away.
+    pub fn acts_on_a_node(self) -> bool {
+        matches!(self, KubeFault::StopNode | KubeFault::DrainNode)
     }
 
     /// Whether the fault is applied through the nodes, not the API.
     pub fn needs_nodes(self) -> bool {
         matches!(
             self,
-            KubeFault::Partition | KubeFault::Freeze | KubeFault::Disconnect
+            KubeFault::Partition | KubeFault::Freeze | KubeFault::Disconnect | KubeFault::StopNode
         )
     }
 }

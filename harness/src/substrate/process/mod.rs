@@ -548,6 +548,12 @@ impl Substrate for ProcessSubstrate {
                     substrate: "process",
                 });
             }
+            Op::StopNode(_) | Op::StartNode(_) | Op::DrainNode(_) | Op::UncordonNode(_) => {
+                return Err(SubstrateError::Unsupported {
+                    op: "a node fault",
+                    substrate: "process",
+                });
+            }
         }
         Ok(())
     }
