@@ -248,6 +248,43 @@ fn certify_without_a_subject_is_bad_input() {
     4,
     "I6,I9,C1"
 )]
+// The conformance suite again on a control plane and three workers, 3
+// runs at a time (the certification-time measurement of the README); the
+// I5 errors are the design's: it replaces members, never restarts them.
+#[case::coreos_etcd_operator_3_workers(
+    "coreos-etcd-operator-v0.9.4-conformance-3workers-kind-v1.34.4.tar.gz",
+    113,
+    18,
+    5,
+    "I3,I8,I9,D1,C1"
+)]
+// suites/nodes.yaml on a control plane and three workers
+// (docs/findings.md section 10): every node fault passes; v1 with PD
+// 26.3.4 fails I4 in one bootstrap (section 9's first join).
+#[case::static_statefulset_nodes("statefulset-static-nodes-kind-v1.34.4.tar.gz", 21, 3, 0, "")]
+#[case::coreos_etcd_operator_nodes(
+    "coreos-etcd-operator-v0.9.4-nodes-kind-v1.34.4.tar.gz",
+    22,
+    3,
+    0,
+    ""
+)]
+#[case::etcd_io_etcd_operator_nodes(
+    "etcd-io-etcd-operator-v0.2.0-nodes-kind-v1.34.4.tar.gz",
+    26,
+    3,
+    0,
+    ""
+)]
+#[case::tidb_operator_v2_nodes("tidb-operator-v2.0.1-nodes-kind-v1.34.4.tar.gz", 26, 3, 0, "")]
+#[case::tidb_operator_v1_nodes("tidb-operator-v1.6.6-nodes-kind-v1.34.4.tar.gz", 27, 3, 0, "")]
+#[case::tidb_operator_v1_pd_26_nodes(
+    "tidb-operator-v1.6.6-pd-v26.3.4-nodes-kind-v1.34.4.tar.gz",
+    26,
+    3,
+    1,
+    "I4"
+)]
 fn the_committed_kubernetes_findings_bundles_recheck_offline(
     #[case] file: &str,
     #[case] sealed: usize,
@@ -260,7 +297,8 @@ fn the_committed_kubernetes_findings_bundles_recheck_offline(
         .join(file);
     let check = raftcert(&["check", bundle.to_str().expect("utf-8 path")]);
     let text = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(check.status.code(), Some(1), "{text}");
+    let failing = if not_passing > 0 { 1 } else { 0 };
+    assert_eq!(check.status.code(), Some(failing), "{text}");
     assert!(
         text.contains(&format!("seal: {sealed} of {sealed} sealed files intact")),
         "{text}"
@@ -272,19 +310,30 @@ fn the_committed_kubernetes_findings_bundles_recheck_offline(
         "{text}"
     );
     assert!(text.contains(violated), "{text}");
-    // D1 judged real writes in every scenario, on Kubernetes too.
+    // D1 judged real writes in every scenario, on Kubernetes too; on PD,
+    // T1 judged real timestamps.
     let scratch = raftcert::sys::TempDir::new("raftcert-cli-test").expect("temp dir");
     let root = raftcert::report::bundle::unpack(&bundle, scratch.path()).expect("unpack");
     let results = raftcert::report::load_results(&root.join("results.json")).expect("results");
-    for run in &results.runs {
-        let d1 = run
+    let judged = |run: &raftcert::report::RunResult, invariant: &str, metric: &str| {
+        let verdict = run
             .verdicts
             .iter()
-            .find(|v| v.invariant == "D1")
-            .unwrap_or_else(|| panic!("{}: no D1 verdict", run.scenario));
-        let acked = d1.metrics.get("acked_writes").copied().unwrap_or(0.0);
-        assert!(acked > 0.0, "{}: D1 checked no write", run.scenario);
-        assert_eq!(d1.not_applicable, None, "{}", run.scenario);
+            .find(|v| v.invariant == invariant)
+            .unwrap_or_else(|| panic!("{}: no {invariant} verdict", run.scenario));
+        let count = verdict.metrics.get(metric).copied().unwrap_or(0.0);
+        assert!(
+            count > 0.0,
+            "{}: {invariant} judged no {metric}",
+            run.scenario
+        );
+        assert_eq!(verdict.not_applicable, None, "{}", run.scenario);
+    };
+    for run in &results.runs {
+        judged(run, "D1", "acked_writes");
+        if run.engine.starts_with("pd") {
+            judged(run, "T1", "timestamps");
+        }
     }
 }
 

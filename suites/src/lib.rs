@@ -367,15 +367,18 @@ pub async fn run_profile(kubeconfig: &Path, profile: &str, scenarios: &[&str]) -
     run_profile_at(
         kubeconfig,
         &repo_root().join("fixtures/operators").join(profile),
+        Suite::builtin().expect("suite"),
         scenarios,
     )
     .await
 }
 
-/// [`run_profile`] for a profile directory anywhere.
+/// [`run_profile`] for a profile directory anywhere, with scenarios of
+/// `suite`.
 pub async fn run_profile_at(
     kubeconfig: &Path,
     profile_dir: &Path,
+    suite: Suite,
     scenarios: &[&str],
 ) -> Vec<RunResult> {
     use raftcert::substrate::kube::KubeTarget;
@@ -397,7 +400,7 @@ pub async fn run_profile_at(
     let engine = EngineChoice::InImage(profile.engine_ref().expect("engine"));
     let subject = SubjectChoice::Operator(profile.clone());
     let substrate = SubstrateChoice::Kube(Arc::new(target));
-    let suite = Arc::new(Suite::builtin().expect("suite"));
+    let suite = Arc::new(suite);
     let mut outcomes = Vec::new();
     for (index, name) in scenarios.iter().enumerate() {
         let scenario = suite
@@ -766,6 +769,99 @@ pub async fn node_fault_checks(kubeconfig: &Path) {
     );
 }
 
+/// On one control-plane node alone, the node faults of suites/nodes.yaml
+/// are not covered, and say what they need.
+pub async fn node_faults_need_workers(kubeconfig: &Path) {
+    use raftcert::substrate::kube::KubeTarget;
+    use raftcert::substrate::kube::profile::Profile;
+    let profile = Arc::new(
+        Profile::load(&repo_root().join("fixtures/operators/statefulset-static")).expect("profile"),
+    );
+    let target = KubeTarget::connect(Some(kubeconfig), profile.clone())
+        .await
+        .expect("kubeconfig");
+    let subject = SubjectChoice::Operator(profile);
+    let substrate = SubstrateChoice::Kube(Arc::new(target));
+    for scenario in &load_suite("nodes.yaml").scenarios {
+        let why = raftcert::matrix::not_covered_because(scenario, &subject, &substrate)
+            .unwrap_or_else(|| panic!("{} is covered on one node", scenario.name));
+        assert!(why.contains("at least 2 worker nodes"), "{why}");
+    }
+}
+
+/// suites/nodes.yaml on a cluster with workers (kind-config/
+/// ci-1cp-3workers.yaml), with the static StatefulSet: each node fault
+/// took hold and the member came back on its node, with its data.
+pub async fn node_stop_and_drain_checks(kubeconfig: &Path) {
+    use raftcert::trace::{EventKind, FaultKind, Trace};
+    let scenarios = ["leader-node-stopped", "leader-node-drained"];
+    let outcomes = run_profile_at(
+        kubeconfig,
+        &repo_root().join("fixtures/operators/statefulset-static"),
+        load_suite("nodes.yaml"),
+        &scenarios,
+    )
+    .await;
+    let traces: Vec<Trace> = outcomes
+        .iter()
+        .map(|run| {
+            assert!(
+                run.error.is_none() && run.status == RunStatus::Pass,
+                "{}",
+                explain(run)
+            );
+            let restarts = verdict(run, "I5");
+            assert!(restarts.passed(), "{}", explain(run));
+            raftcert::trace::read_trace(&output_dir().join(&run.trace)).expect("trace")
+        })
+        .collect();
+    // A stopped node answers nothing: no status of its member between a
+    // second after the stop (one poll may be in flight) and the start.
+    let (stopped, started, member) =
+        fault_window(&traces[0], FaultKind::STOP_NODE, FaultKind::START_NODE);
+    assert!(
+        started - stopped >= 55_000,
+        "stopped for {} ms only",
+        started - stopped
+    );
+    let seen = statuses_between(&traces[0], &member, stopped + 1_000, started);
+    assert!(
+        seen.is_empty(),
+        "{member} answered on a stopped node: {seen:?}"
+    );
+    // A drained member leaves, and is not started anywhere else while its
+    // node is cordoned: its volume is bound to that node.
+    let trace = &traces[1];
+    let (drained, uncordoned, member) =
+        fault_window(trace, FaultKind::DRAIN_NODE, FaultKind::UNCORDON_NODE);
+    let member_event = |wanted: fn(&EventKind) -> Option<&str>| {
+        trace
+            .events
+            .iter()
+            .filter(|e| e.t_ms > drained && wanted(&e.kind) == Some(member.as_str()))
+            .map(|e| e.t_ms)
+            .next()
+    };
+    let exited = member_event(|kind| match kind {
+        EventKind::ProcessExited { slot, .. } => Some(slot),
+        _ => None,
+    })
+    .unwrap_or_else(|| panic!("{member} never left its drained node"));
+    let back = member_event(|kind| match kind {
+        EventKind::ProcessStarted { slot, .. } => Some(slot),
+        _ => None,
+    })
+    .unwrap_or_else(|| panic!("{member} never came back"));
+    assert!(
+        exited < uncordoned,
+        "{member} left at {exited} ms, after the uncordon"
+    );
+    assert!(
+        back > uncordoned,
+        "{member} started at {back} ms, while its node was cordoned (until {uncordoned} ms)"
+    );
+}
+
 /// When a fault and its undo were recorded, and on which member.
 fn fault_window(
     trace: &raftcert::trace::Trace,
@@ -953,7 +1049,13 @@ pub async fn interrupted_certification_keeps_its_report(kubeconfig: &Path) {
 /// ends as an error quoting the pull failure within 30 s, judging nothing.
 pub async fn an_image_that_cannot_be_pulled_is_an_environment_error(kubeconfig: &Path) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-fixtures/image-never-pulled");
-    let outcomes = run_profile_at(kubeconfig, &dir, &["bootstrap-3"]).await;
+    let outcomes = run_profile_at(
+        kubeconfig,
+        &dir,
+        Suite::builtin().expect("suite"),
+        &["bootstrap-3"],
+    )
+    .await;
     let run = &outcomes[0];
     let error = run.error.clone().unwrap_or_default();
     assert_eq!(run.status, RunStatus::Error, "{}", explain(run));

@@ -8,8 +8,9 @@
 use raftcert_suites::{
     an_image_that_cannot_be_pulled_is_an_environment_error, coreos_operator_profile_checks,
     ensure_docker, etcd_io_operator_profile_checks, interrupted_certification_keeps_its_report,
-    node_fault_checks, repo_root, static_statefulset_profile_checks,
-    tidb_operator_v1_profile_checks, tidb_operator_v2_profile_checks,
+    node_fault_checks, node_faults_need_workers, node_stop_and_drain_checks, repo_root,
+    static_statefulset_profile_checks, tidb_operator_v1_profile_checks,
+    tidb_operator_v2_profile_checks,
 };
 use std::path::Path;
 use std::process::Command;
@@ -92,14 +93,11 @@ fn kind_cache() -> String {
     std::env::var("RAFTCERT_KIND_CACHE").unwrap_or_else(|_| "/var/cache/raftcert-kind".into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kind_cluster_forms_an_etcd_statefulset() {
-    let wanted = std::env::var("RAFTCERT_KIND").unwrap_or_default();
-    if wanted == "skip" {
-        eprintln!("SKIPPED the kind smoke test: RAFTCERT_KIND=skip");
-        return;
-    }
-    ensure_docker().await;
+/// One kind cluster at a time: two would not fit on 2 cores.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The node image and the tools the scripts need, if built.
+fn node_image_built() -> (String, bool) {
     let image = format!(
         "raftcert/kind-node:{}-{}",
         pinned("K8S_VERSION"),
@@ -110,6 +108,57 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
         .iter()
         .all(|t| Path::new(&kind_cache()).join("bin").join(t).is_file());
     let built = tools && image_exists(&image);
+    (image, built)
+}
+
+/// A control plane and three workers: a worker stopped and started again,
+/// and one drained and uncordoned, under the static StatefulSet. Runs only
+/// where the node image is built (it never builds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_workers_stopped_and_drained_under_an_etcd_statefulset() {
+    if std::env::var("RAFTCERT_KIND").unwrap_or_default() == "skip" {
+        eprintln!("SKIPPED the kind node-fault test: RAFTCERT_KIND=skip");
+        return;
+    }
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    ensure_docker().await;
+    let (image, built) = node_image_built();
+    if !built || !image_exists("raftcert/etcd-smoke:3.6.5") {
+        eprintln!(
+            "SKIPPED the kind node-fault test: no node image {image} or no raftcert/etcd-smoke:3.6.5 \
+             (the kind smoke test builds both with RAFTCERT_KIND=build)"
+        );
+        return;
+    }
+    let cluster = Cluster {
+        name: format!("raftcert-workers-{}", std::process::id()),
+        kubeconfig: std::env::temp_dir().join(format!(
+            "raftcert-kind-workers-{}.kubeconfig",
+            std::process::id()
+        )),
+    };
+    let config = repo_root().join("kind-config/ci-1cp-3workers.yaml");
+    assert!(
+        run_script(
+            "create-cluster",
+            &[&cluster.name, &config.to_string_lossy()],
+            &cluster.kubeconfig
+        ),
+        "ci/kind/create-cluster failed"
+    );
+    node_stop_and_drain_checks(&cluster.kubeconfig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_cluster_forms_an_etcd_statefulset() {
+    let wanted = std::env::var("RAFTCERT_KIND").unwrap_or_default();
+    if wanted == "skip" {
+        eprintln!("SKIPPED the kind smoke test: RAFTCERT_KIND=skip");
+        return;
+    }
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    ensure_docker().await;
+    let (image, built) = node_image_built();
     if !built {
         if wanted != "build" {
             eprintln!(
@@ -156,6 +205,8 @@ async fn kind_cluster_forms_an_etcd_statefulset() {
     static_statefulset_profile_checks(&cluster.kubeconfig).await;
     // Partitions, disconnects and freezes through the kind node.
     node_fault_checks(&cluster.kubeconfig).await;
+    // Stopping or draining the only node is not offered.
+    node_faults_need_workers(&cluster.kubeconfig).await;
     // Ctrl-C on a certification keeps the report of what finished.
     interrupted_certification_keeps_its_report(&cluster.kubeconfig).await;
     // An image the cluster cannot pull is the environment's error, fast.

@@ -134,7 +134,7 @@ pub async fn certify(args: RunArgs) -> anyhow::Result<ExitCode> {
     })?);
     write_report(&done.out, &done.report)?;
     let sealed = bundle::seal(&done.out)?;
-    let tarball = done.out.with_extension("tar.gz");
+    let tarball = bundle::tarball_beside(&done.out);
     bundle::pack(&done.out, &tarball)?;
     println!("{}", report::render_table(&done.report));
     print_failing_pages(&done.out, &done.report);

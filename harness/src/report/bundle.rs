@@ -235,6 +235,14 @@ pub fn verify_seal(dir: &Path) -> Result<SealCheck, BundleError> {
     Ok(check)
 }
 
+/// The tarball beside a bundle directory: its name plus `.tar.gz`, whatever
+/// dots the name holds (`cert-v26.3.4` packs as `cert-v26.3.4.tar.gz`).
+pub fn tarball_beside(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".tar.gz");
+    dir.with_file_name(name)
+}
+
 /// Packs `dir` as `<tarball>` with the directory's name as its one root.
 pub fn pack(dir: &Path, tarball: &Path) -> Result<(), BundleError> {
     let root = dir
@@ -424,6 +432,18 @@ fn command_files(command: &str) -> Result<Vec<Artifact>, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tarball_keeps_every_dot_of_the_directory_name() {
+        assert_eq!(
+            tarball_beside(Path::new("/tmp/cert-v1-pd-v26.3.4")),
+            PathBuf::from("/tmp/cert-v1-pd-v26.3.4.tar.gz")
+        );
+        assert_eq!(
+            tarball_beside(Path::new("out/cert")),
+            PathBuf::from("out/cert.tar.gz")
+        );
+    }
 
     fn bundle_dir() -> (tempdir::Dir, PathBuf) {
         let tmp = tempdir::Dir::new();

@@ -20,7 +20,7 @@ use api::Removal;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Config};
-use node_faults::NodeFaults;
+use node_faults::{NodeFaults, PlacementClock};
 use nodes::{HeldFaults, HeldKind, NodeAccess};
 use observe::{DataState, EnvProblems, PodViews};
 use profile::{KubeFault, Profile};
@@ -681,16 +681,13 @@ impl Substrate for KubeSubstrate {
             .collect();
         let problems = self.problems.lock().ok()?;
         // A node taken away leaves pods bound to it unschedulable.
-        let placement_from = self.node_faults.placement_counts_from();
-        let lasted = |p: &observe::EnvProblem| {
-            if !p.is_placement() {
-                return Some(p.since.elapsed());
+        let placement_clock = self.node_faults.placement_clock();
+        let lasted = |p: &observe::EnvProblem| match placement_clock {
+            _ if !p.is_placement() => Some(p.since.elapsed()),
+            PlacementClock::Paused => None,
+            PlacementClock::Running { restarted_at } => {
+                Some(restarted_at.map_or(p.since, |r| p.since.max(r)).elapsed())
             }
-            let since = match placement_from? {
-                Some(released) => p.since.max(released),
-                None => p.since,
-            };
-            Some(since.elapsed())
         };
         problems
             .iter()

@@ -4,10 +4,11 @@
 //! (`SubstrateChoice::disturbs_other_runs`), and each is taken back when
 //! its run ends, even when the process is interrupted (the reaper's hook).
 
-use super::nodes::{NodeAccess, docker};
+use super::nodes::{NodeAccess, docker, install_pod_routes, node_address};
 use super::{KubeError, KubeTarget};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
+use kube::runtime::wait::await_condition;
 use kube::{Client, Config, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 const EVICTION_DEADLINE: Duration = Duration::from_secs(120);
 /// Between two asks of a refused eviction.
 const EVICTION_RETRY: Duration = Duration::from_secs(2);
+/// How long a node started again may take to report Ready.
+const NODE_READY_DEADLINE: Duration = Duration::from_secs(180);
 /// `docker stop`'s grace before it kills the node's init (its default).
 const NODE_STOP_GRACE_SECS: &str = "10";
 
@@ -49,25 +52,11 @@ pub fn release_live_node_changes_blocking() {
         .lock()
         .map(|mut l| std::mem::take(&mut *l))
         .unwrap_or_default();
-    for (_, change, node) in &live {
-        if *change == NodeChange::Stopped {
-            let started = std::process::Command::new("docker")
-                .args(["start", node])
-                .output();
-            if started.is_ok_and(|o| o.status.success()) {
-                eprintln!("started node {node} again");
-            }
-        }
-    }
-    let cordoned: Vec<(Config, String)> = live
-        .into_iter()
-        .filter(|(_, change, _)| *change == NodeChange::Cordoned)
-        .map(|(config, _, node)| (config, node))
-        .collect();
-    if cordoned.is_empty() {
+    if live.is_empty() {
         return;
     }
-    let uncordoning = std::thread::spawn(move || {
+    // On a thread and client of its own: the runs' runtime may be gone.
+    let releasing = std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -75,22 +64,34 @@ pub fn release_live_node_changes_blocking() {
             return;
         };
         runtime.block_on(async {
-            for (config, node) in cordoned {
+            for (config, change, node) in live {
                 let Ok(client) = Client::try_from(config) else {
                     continue;
                 };
-                let done = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    set_unschedulable(&client, &node, false),
-                )
-                .await;
-                if matches!(done, Ok(Ok(()))) {
-                    eprintln!("uncordoned node {node}");
+                let undo = async {
+                    match change {
+                        NodeChange::Stopped => {
+                            docker(&["start", &node])
+                                .await
+                                .map_err(KubeError::Unsupported)?;
+                            install_pod_routes(&client).await
+                        }
+                        NodeChange::Cordoned => set_unschedulable(&client, &node, false).await,
+                    }
+                };
+                let done = match change {
+                    NodeChange::Stopped => "started again",
+                    NodeChange::Cordoned => "uncordoned",
+                };
+                match tokio::time::timeout(Duration::from_secs(60), undo).await {
+                    Ok(Ok(())) => eprintln!("{done} node {node}"),
+                    Ok(Err(e)) => eprintln!("node {node}: {e}"),
+                    Err(_) => eprintln!("node {node}: not taken back within 60 s"),
                 }
             }
         });
     });
-    let _ = uncordoning.join();
+    let _ = releasing.join();
 }
 
 /// The node faults in force in one run, by the member (slot) they were
@@ -103,6 +104,13 @@ pub struct NodeFaults {
     /// When the last node fault was taken back: a pod that could not be
     /// scheduled while its node was away gets its grace again from here.
     released_at: Option<Instant>,
+}
+
+/// See [`NodeFaults::placement_clock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementClock {
+    Paused,
+    Running { restarted_at: Option<Instant> },
 }
 
 #[derive(Debug)]
@@ -118,11 +126,17 @@ impl NodeFaults {
         !self.stopped.is_empty() || !self.cordoned.is_empty()
     }
 
-    /// Since when a pod's placement problem counts: never while a node
+    /// How a pod's placement problem is timed: not at all while a node
     /// fault holds (a member bound to that node's volume waits, Pending, by
-    /// design), and from the moment the last one was taken back after.
-    pub fn placement_counts_from(&self) -> Option<Option<Instant>> {
-        (!self.any_held()).then_some(self.released_at)
+    /// design), and after that from the moment the last one was taken back.
+    pub fn placement_clock(&self) -> PlacementClock {
+        if self.any_held() {
+            PlacementClock::Paused
+        } else {
+            PlacementClock::Running {
+                restarted_at: self.released_at,
+            }
+        }
     }
 
     /// Stops the node `slot`'s pod runs on.
@@ -132,9 +146,9 @@ impl NodeFaults {
         pods: &Api<Pod>,
         slot: &str,
     ) -> Result<(), KubeError> {
-        let access = access(target)?;
+        access(target)?;
         let node = worker_of(target, pods, slot).await?;
-        let address = access.address(&node).await?;
+        let address = node_address(&node).await?;
         note_live(&target.config, NodeChange::Stopped, &node, true);
         docker(&["stop", "--timeout", NODE_STOP_GRACE_SECS, &node])
             .await
@@ -151,7 +165,7 @@ impl NodeFaults {
         let Some(stopped) = self.stopped.remove(slot) else {
             return Ok(());
         };
-        let access = access(target)?;
+        access(target)?;
         self.released_at = Some(Instant::now());
         let node = &stopped.node;
         docker(&["start", node])
@@ -159,7 +173,7 @@ impl NodeFaults {
             .map_err(|e| KubeError::Unsupported(format!("docker start {node}: {e}")))?;
         note_live(&target.config, NodeChange::Stopped, node, false);
         tracing::info!("started node {node} again");
-        let address = access.address(node).await?;
+        let address = node_address(node).await?;
         if address != stopped.address {
             // Its kubelet and every peer route still name the old address.
             return Err(KubeError::Unsupported(format!(
@@ -167,7 +181,24 @@ impl NodeFaults {
                 stopped.address
             )));
         }
-        access.install_pod_routes(&target.client).await
+        install_pod_routes(&target.client).await?;
+        // Started again means its kubelet reports in: the next run must not
+        // begin on a node that is still coming back.
+        let nodes: Api<Node> = Api::all(target.client.clone());
+        tokio::time::timeout(
+            NODE_READY_DEADLINE,
+            await_condition(nodes, node, node_is_ready),
+        )
+        .await
+        .map_err(|_| {
+            KubeError::Timeout(
+                NODE_READY_DEADLINE,
+                format!("node {node} to be Ready again"),
+            )
+        })?
+        .map_err(|e| KubeError::Unsupported(format!("watching node {node}: {e}")))?;
+        tracing::info!("node {node} is Ready again");
+        Ok(())
     }
 
     /// Cordons the node `slot`'s pod runs on and evicts its pods, as
@@ -189,6 +220,11 @@ impl NodeFaults {
             .await?;
         let mut evicted = 0;
         for pod in on_node.items.iter().filter(|p| drained_by_kubectl(p)) {
+            if pod.metadata.deletion_timestamp.is_some() {
+                // Already going (a namespace of an earlier run, being
+                // deleted, refuses evictions); kubectl drain waits for it.
+                continue;
+            }
             let namespace = pod.namespace().unwrap_or_default();
             evict(
                 &Api::namespaced(client.clone(), &namespace),
@@ -284,6 +320,14 @@ async fn evict(pods: &Api<Pod>, name: &str) -> Result<(), KubeError> {
         match pods.evict(name, &EvictParams::default()).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            // Its namespace is being deleted, so the pod goes anyway.
+            Err(kube::Error::Api(status))
+                if status.code == 403
+                    && status.reason == "Forbidden"
+                    && status.message.contains("being terminated") =>
+            {
+                return Ok(());
+            }
             Err(kube::Error::Api(status)) if status.code == 429 && Instant::now() < deadline => {
                 tracing::info!(
                     "eviction of {name} refused ({}); asking again",
@@ -299,6 +343,17 @@ async fn evict(pods: &Api<Pod>, name: &str) -> Result<(), KubeError> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether the node's Ready condition is True.
+fn node_is_ready(node: Option<&Node>) -> bool {
+    node.and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
 }
 
 async fn set_unschedulable(
@@ -361,12 +416,20 @@ mod tests {
     #[test]
     fn placement_problems_wait_while_a_node_fault_holds() {
         let mut faults = NodeFaults::default();
-        assert_eq!(faults.placement_counts_from(), Some(None));
+        assert_eq!(
+            faults.placement_clock(),
+            PlacementClock::Running { restarted_at: None }
+        );
         faults.cordoned.insert("m1".into(), "w1".into());
-        assert_eq!(faults.placement_counts_from(), None);
+        assert_eq!(faults.placement_clock(), PlacementClock::Paused);
         faults.cordoned.clear();
         let released = Instant::now();
         faults.released_at = Some(released);
-        assert_eq!(faults.placement_counts_from(), Some(Some(released)));
+        assert_eq!(
+            faults.placement_clock(),
+            PlacementClock::Running {
+                restarted_at: Some(released)
+            }
+        );
     }
 }

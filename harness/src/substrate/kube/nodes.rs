@@ -139,54 +139,6 @@ impl NodeAccess {
             .ok_or_else(|| "the cluster lists no node".to_string())
     }
 
-    /// A node container's address on kind's network.
-    pub async fn address(&self, node: &str) -> Result<String, KubeError> {
-        let address = docker(&[
-            "inspect",
-            "--format",
-            "{{with index .NetworkSettings.Networks \"kind\"}}{{.IPAddress}}{{end}}",
-            node,
-        ])
-        .await
-        .map_err(|e| KubeError::Unsupported(format!("node {node}: {e}")))?;
-        let address = address.trim();
-        if address.is_empty() {
-            return Err(KubeError::Unsupported(format!(
-                "node {node} has no address on kind's network"
-            )));
-        }
-        Ok(address.to_string())
-    }
-
-    /// Routes every node's pod range through that node, on every other
-    /// node, as `ci/kind/create-cluster` installs them (kind's own CNI
-    /// cannot be built here): a node started again has a new network
-    /// namespace without them.
-    pub async fn install_pod_routes(&self, client: &Client) -> Result<(), KubeError> {
-        let nodes: Api<Node> = Api::all(client.clone());
-        let mut ranges = Vec::new();
-        for node in nodes.list(&Default::default()).await?.items {
-            let name = node.name_any();
-            let Some(cidr) = node.spec.and_then(|s| s.pod_cidr) else {
-                continue;
-            };
-            let address = self.address(&name).await?;
-            ranges.push((name, cidr, address));
-        }
-        for (node, _, _) in &ranges {
-            for (other, cidr, via) in &ranges {
-                if other != node {
-                    docker(&["exec", node, "ip", "route", "replace", cidr, "via", via])
-                        .await
-                        .map_err(|e| {
-                            KubeError::Unsupported(format!("route to {cidr} on node {node}: {e}"))
-                        })?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The nodes without the control-plane role: those a node fault may
     /// stop or drain.
     pub async fn workers(client: &Client) -> Result<Vec<String>, KubeError> {
@@ -500,7 +452,54 @@ impl HeldFaults {
     }
 }
 
-/// Runs the docker CLI; its stdout, or its stderr as the error.
+/// A node container's address on kind's network.
+pub async fn node_address(node: &str) -> Result<String, KubeError> {
+    let address = docker(&[
+        "inspect",
+        "--format",
+        "{{with index .NetworkSettings.Networks \"kind\"}}{{.IPAddress}}{{end}}",
+        node,
+    ])
+    .await
+    .map_err(|e| KubeError::Unsupported(format!("node {node}: {e}")))?;
+    let address = address.trim();
+    if address.is_empty() {
+        return Err(KubeError::Unsupported(format!(
+            "node {node} has no address on kind's network"
+        )));
+    }
+    Ok(address.to_string())
+}
+
+/// Routes every node's pod range through that node, on every other
+/// node, as `ci/kind/create-cluster` installs them (kind's own CNI
+/// cannot be built here): a node started again has a new network
+/// namespace without them.
+pub async fn install_pod_routes(client: &Client) -> Result<(), KubeError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut ranges = Vec::new();
+    for node in nodes.list(&Default::default()).await?.items {
+        let name = node.name_any();
+        let Some(cidr) = node.spec.and_then(|s| s.pod_cidr) else {
+            continue;
+        };
+        let address = node_address(&name).await?;
+        ranges.push((name, cidr, address));
+    }
+    for (node, _, _) in &ranges {
+        for (other, cidr, via) in &ranges {
+            if other != node {
+                docker(&["exec", node, "ip", "route", "replace", cidr, "via", via])
+                    .await
+                    .map_err(|e| {
+                        KubeError::Unsupported(format!("route to {cidr} on node {node}: {e}"))
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The image ID in `crictl inspecti -o json` output (`status.id`), as
 /// `docker image inspect` gives it for an image kind loaded.
 fn crictl_image_id(json: &str) -> Option<String> {
@@ -511,6 +510,7 @@ fn crictl_image_id(json: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Runs the docker CLI; its stdout, or its stderr as the error.
 pub(super) async fn docker(args: &[&str]) -> Result<String, String> {
     let run = tokio::process::Command::new("docker")
         .args(args)
