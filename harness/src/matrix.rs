@@ -55,9 +55,15 @@ pub fn not_covered_because(
                 Primitive::CrashSubject => subject.offers_crash(),
                 other => substrate.offers(*other),
             };
-            offered
-                .err()
-                .map(|why| format!("{} needs {}: {why}", fault.name(), primitive.name()))
+            offered.err().map(|why| {
+                // `delay needs delay` says nothing: name the primitive
+                // only where the fault's name does not.
+                if fault.name() == primitive.name() {
+                    format!("{}: {why}", fault.name())
+                } else {
+                    format!("{} needs {}: {why}", fault.name(), primitive.name())
+                }
+            })
         })
     })
 }
@@ -312,7 +318,7 @@ mod tests {
         let docker = SubstrateChoice::Docker { image: None };
         let why = not_covered_because(&scenario("leader-links-delayed"), &subject, &docker)
             .expect("not covered");
-        assert!(why.starts_with("delay needs delay: "), "{why}");
+        assert!(why.starts_with("delay: "), "{why}");
         assert!(why.contains("netem"), "{why}");
         assert_eq!(
             not_covered_because(&scenario("leader-partitioned"), &subject, &docker),
