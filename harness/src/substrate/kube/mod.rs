@@ -301,31 +301,36 @@ fn delete_live_namespaces_blocking() {
     if live.is_empty() {
         return;
     }
-    let deleting = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+    block_on_a_thread_of_its_own(async {
+        for (config, namespace) in live {
+            let Ok(client) = Client::try_from(config) else {
+                continue;
+            };
+            let namespaces: Api<Namespace> = Api::all(client);
+            let deleted = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                namespaces.delete(&namespace, &DeleteParams::default()),
+            )
+            .await;
+            if matches!(deleted, Ok(Ok(_))) {
+                eprintln!("deleted namespace {namespace}");
+            }
+        }
+    });
+}
+
+/// Runs `work` to its end on a new thread with a runtime of its own: the
+/// reaper's hooks run when the runs' runtime may be gone.
+fn block_on_a_thread_of_its_own(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let working = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-        else {
-            return;
-        };
-        runtime.block_on(async {
-            for (config, namespace) in live {
-                let Ok(client) = Client::try_from(config) else {
-                    continue;
-                };
-                let namespaces: Api<Namespace> = Api::all(client);
-                let deleted = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    namespaces.delete(&namespace, &DeleteParams::default()),
-                )
-                .await;
-                if matches!(deleted, Ok(Ok(_))) {
-                    eprintln!("deleted namespace {namespace}");
-                }
-            }
-        });
+        {
+            runtime.block_on(work);
+        }
     });
-    let _ = deleting.join();
+    let _ = working.join();
 }
 
 /// One run's members on the cluster.

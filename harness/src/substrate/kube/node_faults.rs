@@ -55,43 +55,33 @@ pub fn release_live_node_changes_blocking() {
     if live.is_empty() {
         return;
     }
-    // On a thread and client of its own: the runs' runtime may be gone.
-    let releasing = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async {
-            for (config, change, node) in live {
-                let Ok(client) = Client::try_from(config) else {
-                    continue;
-                };
-                let undo = async {
-                    match change {
-                        NodeChange::Stopped => {
-                            docker(&["start", &node])
-                                .await
-                                .map_err(KubeError::Unsupported)?;
-                            install_pod_routes(&client).await
-                        }
-                        NodeChange::Cordoned => set_unschedulable(&client, &node, false).await,
+    super::block_on_a_thread_of_its_own(async {
+        for (config, change, node) in live {
+            let Ok(client) = Client::try_from(config) else {
+                continue;
+            };
+            let undo = async {
+                match change {
+                    NodeChange::Stopped => {
+                        docker(&["start", &node])
+                            .await
+                            .map_err(KubeError::Unsupported)?;
+                        install_pod_routes(&client).await
                     }
-                };
-                let done = match change {
-                    NodeChange::Stopped => "started again",
-                    NodeChange::Cordoned => "uncordoned",
-                };
-                match tokio::time::timeout(Duration::from_secs(60), undo).await {
-                    Ok(Ok(())) => eprintln!("{done} node {node}"),
-                    Ok(Err(e)) => eprintln!("node {node}: {e}"),
-                    Err(_) => eprintln!("node {node}: not taken back within 60 s"),
+                    NodeChange::Cordoned => set_unschedulable(&client, &node, false).await,
                 }
+            };
+            let done = match change {
+                NodeChange::Stopped => "started again",
+                NodeChange::Cordoned => "uncordoned",
+            };
+            match tokio::time::timeout(Duration::from_secs(60), undo).await {
+                Ok(Ok(())) => eprintln!("{done} node {node}"),
+                Ok(Err(e)) => eprintln!("node {node}: {e}"),
+                Err(_) => eprintln!("node {node}: not taken back within 60 s"),
             }
-        });
+        }
     });
-    let _ = releasing.join();
 }
 
 /// The node faults in force in one run, by the member (slot) they were
