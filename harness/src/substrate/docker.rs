@@ -975,7 +975,9 @@ impl DockerSubstrate {
                 for (_, ip) in &ends[b] {
                     match route(*pid, "add", ip) {
                         Ok(()) => self.cuts.push((*pid, ip.clone())),
-                        Err(e) if !Path::new(&format!("/proc/{pid}")).exists() => {
+                        // A process that has just exited may still be a
+                        // zombie: its /proc entry stays, its namespaces go.
+                        Err(e) if !Path::new(&format!("/proc/{pid}/ns/net")).exists() => {
                             tracing::info!("not cut, its process exited: {e}");
                             break;
                         }
